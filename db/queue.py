@@ -124,6 +124,27 @@ def finish(model: QueueModel, item_id: int, attempt: int, status: str, **fields:
         return result.rowcount == 1
 
 
+def give_back(model: QueueModel, item_id: int, attempt: int) -> bool:
+    """An owned item goes back to ``queued`` (its worker is shutting down); this does not use up
+    its re-queue allowance. The caller must send a new broker message."""
+    now = utcnow()
+    with write_session() as session:
+        result = session.execute(
+            update(model)
+            .where(*_owned(model, item_id, attempt))
+            .values(
+                status=QUEUED,
+                worker=None,
+                heartbeat_at=None,
+                started_at=None,
+                updated_at=now,
+                **_progress_reset(model),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+
 def request_cancel(model: QueueModel, item_id: int) -> dict[str, Any] | None:
     """Cancel a queued item at once; ask a running one to stop at its next step.
 
@@ -169,13 +190,17 @@ def mark_enqueued(model: QueueModel, item_ids: Iterable[int]) -> None:
         )
 
 
-def queued_ids(model: QueueModel) -> list[int]:
-    """Ids of all queued items, oldest first."""
+def queued_ids(model: QueueModel, enqueued_before: dt.datetime | None = None) -> list[int]:
+    """Ids of queued items, oldest first; with ``enqueued_before``, only those whose last
+    broker message is older than that (or that never had one)."""
+    conditions = [model.status == QUEUED]
+    if enqueued_before is not None:
+        conditions.append(
+            or_(model.enqueued_at < enqueued_before, model.enqueued_at.is_(None))
+        )
     with read_session() as session:
         return list(
-            session.execute(select(model.id).where(model.status == QUEUED).order_by(model.id))
-            .scalars()
-            .all()
+            session.execute(select(model.id).where(*conditions).order_by(model.id)).scalars().all()
         )
 
 

@@ -98,6 +98,15 @@ def list_runs(
         return Page(items=[to_dict(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
+def active_run_ids(*, checkpoint_id: int | None = None) -> list[int]:
+    """Ids of queued or running runs (optionally only those using a checkpoint)."""
+    conditions = [Run.status.in_([Status.QUEUED.value, Status.RUNNING.value])]
+    if checkpoint_id is not None:
+        conditions.append(Run.checkpoint_id == checkpoint_id)
+    with read_session() as session:
+        return list(session.execute(select(Run.id).where(*conditions).order_by(Run.id)).scalars())
+
+
 def count_runs() -> int:
     with read_session() as session:
         return session.execute(select(func.count()).select_from(Run)).scalar_one()

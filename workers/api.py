@@ -1,0 +1,489 @@
+"""The Python API of the run queue, used by the Gradio page and the REST API.
+
+Every function validates its input before anything is written or enqueued and raises:
+
+* :class:`ValidationError` (``.field`` names the input, the message says what to do),
+* :class:`NotFoundError` for an id that does not exist,
+* :class:`ConflictError` for an action the current state does not allow.
+
+Results are plain dicts (see :func:`db.models.to_dict`), ready for JSON.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+from db import checkpoints as db_checkpoints
+from db import jobs as db_jobs
+from db import queue
+from db import runs as db_runs
+from db.models import ALL_STATUSES, FINAL_STATUSES, FinetuneJob, Run
+
+log = logging.getLogger(__name__)
+
+MAX_PROMPT_CHARS = 2000
+MAX_NAME_CHARS = 200
+MAX_SEED = 2**32 - 1
+MAX_PAGE = 500
+CHECKPOINT_KINDS = ("full", "lora")
+DEFAULT_PYRAMID_SCHEDULE = "20-20-10"
+
+
+class ValidationError(ValueError):
+    """Input that cannot be accepted; ``field`` names it (None: the request as a whole)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class NotFoundError(LookupError):
+    """No run / checkpoint / job with that id."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+
+    def __str__(self) -> str:  # LookupError would quote the message like a key
+        return self.args[0]
+
+
+class ConflictError(RuntimeError):
+    """The action does not fit the current state (e.g. deleting a running run)."""
+
+
+# ---------------------------------------------------------------------------- validation
+def _check_id(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(f"{what} id must be a positive whole number; got {value!r}", "id")
+    return value
+
+
+def _check_text(
+    value: Any, field: str, label: str, *, required: bool, limit: int, empty: str = ""
+) -> str:
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise ValidationError(f"{label} must be text; got {type(value).__name__}", field)
+    text = value.strip()
+    if required and not text:
+        raise ValidationError(f"{label} is empty{empty}", field)
+    if len(text) > limit:
+        raise ValidationError(
+            f"{label} has {len(text):,} characters; at most {limit:,} are allowed. Shorten it.", field
+        )
+    return text
+
+
+def baseline_schedule(schedule: str) -> str:
+    """The one-stage (original model) schedule with the same total steps: 20-20-10 -> 0-0-50."""
+    parts = [p.strip() for p in str(schedule).split("-")]
+    try:
+        total = sum(int(p) for p in parts)
+    except ValueError:
+        raise ValidationError(
+            f"schedule {schedule!r} is not valid; write one like 20-20-10", "schedule"
+        ) from None
+    return "-".join(["0"] * (len(parts) - 1) + [str(total)])
+
+
+def _resolve_checkpoint(checkpoint: Any, model: str | None) -> tuple[dict | None, str | None]:
+    """The checkpoint row for an id or a name (None for none), and the model it implies."""
+    if checkpoint is None or checkpoint == "":
+        return None, model
+    if isinstance(checkpoint, bool) or not isinstance(checkpoint, (int, str)):
+        raise ValidationError("checkpoint must be a checkpoint id or name", "checkpoint")
+    if isinstance(checkpoint, int):
+        row = db_checkpoints.get_checkpoint(checkpoint)
+    else:
+        row = db_checkpoints.find_checkpoint(checkpoint.strip())
+    if row is None:
+        names = [c["name"] for c in db_checkpoints.list_checkpoints()][:10]
+        hint = f"registered: {', '.join(names)}" if names else "no checkpoints are registered"
+        raise ValidationError(f"unknown checkpoint {checkpoint!r} ({hint})", "checkpoint")
+    if model is not None and model != row["base"]:
+        raise ValidationError(
+            f"checkpoint {row['name']!r} was trained over model {row['base']!r}, not {model!r}; "
+            f"choose model {row['base']!r} or another checkpoint",
+            "checkpoint",
+        )
+    if not Path(row["path"]).is_dir():
+        raise ValidationError(
+            f"checkpoint {row['name']!r} points to {row['path']}, which no longer exists",
+            "checkpoint",
+        )
+    return row, row["base"]
+
+
+def _run_spec(
+    *,
+    prompt: Any,
+    negative_prompt: Any,
+    model: Any,
+    checkpoint: Any,
+    mode: Any,
+    schedule: Any,
+    guidance: Any,
+    seed: Any,
+    frames: Any,
+    height: Any,
+    width: Any,
+) -> dict[str, Any]:
+    """Validate one run's settings; returns the columns to insert."""
+    from core import GenerationRequest, RequestError, default_preset
+
+    prompt = _check_text(
+        prompt, "prompt", "the prompt", required=True, limit=MAX_PROMPT_CHARS,
+        empty=": describe the video you want",
+    )
+    negative_prompt = _check_text(
+        negative_prompt, "negative_prompt", "the negative prompt", required=False,
+        limit=MAX_PROMPT_CHARS,
+    )
+    if model is not None and not isinstance(model, str):
+        raise ValidationError("model must be the name of a model preset", "model")
+    checkpoint_row, model = _resolve_checkpoint(checkpoint, model or None)
+    model = model or default_preset()
+    if schedule is None or schedule == "":
+        schedule = (
+            DEFAULT_PYRAMID_SCHEDULE if mode != "original"
+            else baseline_schedule(DEFAULT_PYRAMID_SCHEDULE)
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValidationError(
+            f"seed must be a whole number from 0 to {MAX_SEED:,}; got {seed!r}", "seed"
+        )
+    request = GenerationRequest(
+        prompt=prompt, negative_prompt=negative_prompt, model=model, mode=mode, schedule=schedule,
+        guidance=guidance, seed=seed, frames=frames, height=height, width=width,
+    )
+    try:
+        request = request.validated()
+    except RequestError as exc:
+        raise ValidationError(str(exc), exc.field) from None
+    return {
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt,
+        "model": request.model,
+        "checkpoint_id": checkpoint_row["id"] if checkpoint_row else None,
+        "checkpoint_name": checkpoint_row["name"] if checkpoint_row else None,
+        "mode": request.mode,
+        "schedule": request.schedule,
+        "guidance": [float(g) for g in request.guidance],
+        "seed": request.seed,
+        "frames": request.frames,
+        "height": request.height,
+        "width": request.width,
+    }
+
+
+def _send(run_ids: list[int]) -> None:
+    from workers.tasks import enqueue_runs
+
+    try:
+        enqueue_runs(run_ids)
+    except Exception:  # the rows are safe; a worker re-sends queued runs when it starts
+        log.exception("could not reach the broker for runs %s; they stay queued", run_ids)
+
+
+def _random_seed() -> int:
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+# ---------------------------------------------------------------------------- runs
+def submit_run(
+    prompt: str,
+    *,
+    negative_prompt: str = "",
+    model: str | None = None,
+    checkpoint: int | str | None = None,
+    mode: str = "pyramidal",
+    schedule: str | None = None,
+    guidance: float | list[float] = 5.0,
+    seed: int | None = None,
+    frames: int = 17,
+    height: int = 128,
+    width: int = 128,
+) -> dict[str, Any]:
+    """Validate, store a queued run, and send it to the ``infer`` queue. Returns the run.
+
+    ``model`` defaults to the checkpoint's base, else ``core.default_preset()``; ``seed``
+    defaults to a random one (stored, so Re-run reproduces it).
+    """
+    spec = _run_spec(
+        prompt=prompt, negative_prompt=negative_prompt, model=model, checkpoint=checkpoint,
+        mode=mode, schedule=schedule, guidance=guidance,
+        seed=_random_seed() if seed is None else seed, frames=frames, height=height, width=width,
+    )
+    (row,) = db_runs.add_runs([spec])
+    _send([row["id"]])
+    return row
+
+
+def submit_comparison(
+    prompt: str,
+    *,
+    negative_prompt: str = "",
+    model: str | None = None,
+    checkpoint: int | str | None = None,
+    schedule: str | None = None,
+    original_schedule: str | None = None,
+    guidance: float | list[float] = 5.0,
+    seed: int | None = None,
+    frames: int = 17,
+    height: int = 128,
+    width: int = 128,
+) -> dict[str, Any]:
+    """The original model and the pyramidal one on the same prompt and seed, as a comparison.
+
+    ``original_schedule`` defaults to one stage with the pyramid's total steps (20-20-10 ->
+    0-0-50); a guidance list applies to the pyramid, its last value to the original.
+    Returns the comparison with its ``runs`` (original first).
+    """
+    seed = _random_seed() if seed is None else seed
+    schedule = schedule or DEFAULT_PYRAMID_SCHEDULE
+    common = dict(
+        prompt=prompt, negative_prompt=negative_prompt, model=model, checkpoint=checkpoint,
+        seed=seed, frames=frames, height=height, width=width,
+    )
+    pyramid = _run_spec(mode="pyramidal", schedule=schedule, guidance=guidance, **common)
+    original = _run_spec(
+        mode="original",
+        schedule=original_schedule or baseline_schedule(pyramid["schedule"]),
+        guidance=pyramid["guidance"][-1],
+        **common,
+    )
+    rows = db_runs.add_runs(
+        [original, pyramid], comparison={"prompt": pyramid["prompt"], "seed": seed}
+    )
+    _send([r["id"] for r in rows])
+    return get_comparison(rows[0]["comparison_id"])
+
+
+def get_run(run_id: int) -> dict[str, Any]:
+    row = db_runs.get_run(_check_id(run_id, "run"))
+    if row is None:
+        raise NotFoundError(f"There is no run {run_id}.")
+    return row
+
+
+def get_comparison(comparison_id: int) -> dict[str, Any]:
+    group = db_runs.get_comparison(_check_id(comparison_id, "comparison"))
+    if group is None:
+        raise NotFoundError(f"There is no comparison {comparison_id}.")
+    return group
+
+
+def _check_page(limit: Any, offset: Any) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise ValidationError(f"limit must be a whole number from 1 to {MAX_PAGE}", "limit")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValidationError("offset must be a whole number, 0 or more", "offset")
+
+
+def list_runs(
+    *,
+    status: str | list[str] | None = None,
+    model: str | None = None,
+    search: str | None = None,
+    comparison_id: int | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> dict[str, Any]:
+    """Runs, newest first: ``{"items": [...], "total": n, "limit": .., "offset": ..}``."""
+    statuses = [status] if isinstance(status, str) else list(status or [])
+    for s in statuses:
+        if s not in ALL_STATUSES:
+            raise ValidationError(
+                f"unknown status {s!r}; use one of: {', '.join(ALL_STATUSES)}", "status"
+            )
+    _check_page(limit, offset)
+    if search is not None:
+        search = _check_text(search, "search", "the search text", required=False,
+                             limit=MAX_PROMPT_CHARS)
+    page = db_runs.list_runs(
+        status=statuses or None, model=model or None, search=search or None,
+        comparison_id=comparison_id, limit=limit, offset=offset,
+    )
+    return {"items": page.items, "total": page.total, "limit": page.limit, "offset": page.offset}
+
+
+def cancel_run(run_id: int) -> dict[str, Any]:
+    """Cancel: a queued run ends ``cancelled`` at once; a running one stops at its next step
+    (``cancel_requested`` is set; the worker writes ``cancelled``). Finished runs are unchanged."""
+    row = queue.request_cancel(Run, _check_id(run_id, "run"))
+    if row is None:
+        raise NotFoundError(f"There is no run {run_id}.")
+    return row
+
+
+def delete_run(run_id: int, *, delete_files: bool = True) -> dict[str, Any]:
+    """Delete a run that is not running (and its video files). Returns the deleted run."""
+    try:
+        row = db_runs.delete_run(_check_id(run_id, "run"))
+    except db_runs.RunIsRunning as exc:
+        raise ConflictError(str(exc)) from None
+    if row is None:
+        raise NotFoundError(f"There is no run {run_id}.")
+    if delete_files:
+        for key in ("output_path", "preview_path"):
+            if row.get(key):
+                Path(row[key]).unlink(missing_ok=True)
+    return row
+
+
+def rerun(run_id: int) -> dict[str, Any]:
+    """A new queued run with the same settings (same seed) as ``run_id``."""
+    row = get_run(run_id)
+    if row["checkpoint_name"] and row["checkpoint_id"] is None:
+        raise ValidationError(
+            f"checkpoint {row['checkpoint_name']!r} used by run {run_id} was deleted", "checkpoint"
+        )
+    return submit_run(
+        row["prompt"], negative_prompt=row["negative_prompt"], model=row["model"],
+        checkpoint=row["checkpoint_id"], mode=row["mode"], schedule=row["schedule"],
+        guidance=row["guidance"], seed=row["seed"], frames=row["frames"], height=row["height"],
+        width=row["width"],
+    )
+
+
+def queue_counts() -> dict[str, int]:
+    """How many runs are in each status."""
+    return queue.counts_by_status(Run)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _check_name(name: Any) -> str:
+    return _check_text(name, "name", "the name", required=True, limit=MAX_NAME_CHARS)
+
+
+def list_checkpoints() -> list[dict[str, Any]]:
+    """Built-in presets first (``builtin: True``, ``id: None``), then registered checkpoints."""
+    from core import list_presets
+
+    builtins = [
+        {"id": None, "name": p, "base": p, "kind": "preset", "path": None, "card": {},
+         "builtin": True}
+        for p in list_presets()
+    ]
+    registered = [{**c, "builtin": False} for c in db_checkpoints.list_checkpoints()]
+    return builtins + registered
+
+
+def get_checkpoint(checkpoint_id: int) -> dict[str, Any]:
+    row = db_checkpoints.get_checkpoint(_check_id(checkpoint_id, "checkpoint"))
+    if row is None:
+        raise NotFoundError(f"There is no checkpoint {checkpoint_id}.")
+    return row
+
+
+def register_checkpoint(
+    path: str | Path, base: str, name: str, card: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Register a checkpoint folder over preset ``base`` under ``name``.
+
+    ``card`` defaults to the folder's ``card.json`` (if any); its ``kind`` (full | lora,
+    default full) and ``base`` (must match) are checked.
+    """
+    from core import list_presets
+
+    name = _check_name(name)
+    folder = Path(str(path or "")).expanduser()
+    if not str(path or "").strip() or not folder.is_dir():
+        raise ValidationError(f"checkpoint folder {str(path)!r} does not exist", "path")
+    presets = list_presets()
+    if base not in presets:
+        raise ValidationError(
+            f"unknown base model {base!r}; choose one of: {', '.join(presets)}", "base"
+        )
+    if card is None:
+        card_file = folder / "card.json"
+        try:
+            card = json.loads(card_file.read_text()) if card_file.is_file() else {}
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValidationError(f"{card_file} cannot be read: {exc}", "card") from None
+    if not isinstance(card, dict):
+        raise ValidationError("the card must be a JSON object", "card")
+    kind = card.get("kind", "full")
+    if kind not in CHECKPOINT_KINDS:
+        raise ValidationError(f"card kind must be 'full' or 'lora'; got {kind!r}", "card")
+    if card.get("base") not in (None, base):
+        raise ValidationError(
+            f"the card says this checkpoint was trained over {card['base']!r}, not {base!r}", "base"
+        )
+    try:
+        return db_checkpoints.add_checkpoint(
+            name=name, path=str(folder.resolve()), base=base, kind=kind, card=card
+        )
+    except db_checkpoints.NameTaken as exc:
+        raise ValidationError(str(exc), "name") from None
+
+
+def rename_checkpoint(checkpoint_id: int, name: str) -> dict[str, Any]:
+    checkpoint_id = _check_id(checkpoint_id, "checkpoint")
+    name = _check_name(name)
+    try:
+        row = db_checkpoints.rename_checkpoint(checkpoint_id, name)
+    except db_checkpoints.NameTaken as exc:
+        raise ValidationError(str(exc), "name") from None
+    if row is None:
+        raise NotFoundError(f"There is no checkpoint {checkpoint_id}.")
+    return row
+
+
+def delete_checkpoint(checkpoint_id: int) -> dict[str, Any]:
+    """Unregister a checkpoint (its folder stays on disk). Refused while runs that use it are
+    queued or running."""
+    checkpoint_id = _check_id(checkpoint_id, "checkpoint")
+    busy = db_runs.active_run_ids(checkpoint_id=checkpoint_id)
+    if busy:
+        raise ConflictError(
+            f"checkpoint {checkpoint_id} is used by queued or running runs {busy}; "
+            "cancel them or wait until they finish"
+        )
+    row = db_checkpoints.delete_checkpoint(checkpoint_id)
+    if row is None:
+        raise NotFoundError(f"There is no checkpoint {checkpoint_id}.")
+    return row
+
+
+# ---------------------------------------------------------------------------- finetune jobs
+def list_jobs(*, status: str | None = None, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    if status is not None and status not in ALL_STATUSES:
+        raise ValidationError(
+            f"unknown status {status!r}; use one of: {', '.join(ALL_STATUSES)}", "status"
+        )
+    _check_page(limit, offset)
+    page = db_jobs.list_jobs(status=status, limit=limit, offset=offset)
+    return {"items": page.items, "total": page.total, "limit": page.limit, "offset": page.offset}
+
+
+def get_job(job_id: int) -> dict[str, Any]:
+    row = db_jobs.get_job(_check_id(job_id, "job"))
+    if row is None:
+        raise NotFoundError(f"There is no finetune job {job_id}.")
+    return row
+
+
+def cancel_job(job_id: int) -> dict[str, Any]:
+    """Like :func:`cancel_run`, for a finetune job."""
+    row = queue.request_cancel(FinetuneJob, _check_id(job_id, "job"))
+    if row is None:
+        raise NotFoundError(f"There is no finetune job {job_id}.")
+    return row
+
+
+__all__ = [
+    "ConflictError", "NotFoundError", "ValidationError", "FINAL_STATUSES", "baseline_schedule",
+    "cancel_job", "cancel_run", "delete_checkpoint", "delete_run", "get_checkpoint",
+    "get_comparison", "get_job", "get_run", "list_checkpoints", "list_jobs", "list_runs",
+    "queue_counts", "register_checkpoint", "rename_checkpoint", "rerun", "submit_comparison",
+    "submit_run",
+]

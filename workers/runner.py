@@ -1,0 +1,206 @@
+"""Running one generation: the body of the ``generate`` task, free of Celery.
+
+1. claim the row (queued -> running); anything else means "already handled": skip
+2. build and validate the request; find the checkpoint folder
+3. get the pipeline from the resident cache (load seconds: 0 when warm)
+4. sample, with heartbeat, throttled progress and cancel checks at every step
+5. write the mp4 (atomically), then the report and ``done``
+
+Each failure ends the run ``failed`` with a message a person can act on; a cancel ends it
+``cancelled``; a worker shutdown puts it back in the queue.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import traceback
+from pathlib import Path
+from typing import Any
+
+from db import checkpoints as db_checkpoints
+from db import queue
+from db.models import Run, Status
+from workers import config
+from workers.models import ModelCache, model_cache
+from workers.progress import SHUTDOWN, Heartbeat, ProgressReporter
+
+log = logging.getLogger(__name__)
+
+REQUEST_FIELDS = (
+    "prompt", "negative_prompt", "model", "mode", "schedule", "guidance", "seed", "frames",
+    "height", "width",
+)  # fmt: skip
+
+
+class _Stopped(Exception):
+    """Internal: the run must end with ``status`` and ``error`` (or go back to the queue)."""
+
+    def __init__(self, status: str, error: str | None = None):
+        super().__init__(error or status)
+        self.status, self.error = status, error
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value.rstrip("Z")) if value else None
+
+
+def output_path(run_id: int) -> Path:
+    return config.outputs_dir() / f"{run_id}.mp4"
+
+
+def preview_path(run_id: int) -> Path:
+    return config.outputs_dir() / f"{run_id}.preview.mp4"
+
+
+def _write_video(frames, path: Path, fps: int) -> None:
+    from core.video import write_mp4
+
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write_mp4(frames, tmp, fps)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _request_for(row: dict[str, Any]):
+    from core import GenerationRequest, RequestError
+
+    try:
+        return GenerationRequest(**{k: row[k] for k in REQUEST_FIELDS}).validated()
+    except RequestError as exc:
+        raise _Stopped(Status.FAILED.value, f"The run's settings are not valid: {exc}") from None
+
+
+def _checkpoint_dir(row: dict[str, Any]) -> str | None:
+    if row["checkpoint_id"] is None:
+        if row["checkpoint_name"]:
+            raise _Stopped(
+                Status.FAILED.value,
+                f"Checkpoint {row['checkpoint_name']!r} was deleted after this run was queued.",
+            )
+        return None
+    checkpoint = db_checkpoints.get_checkpoint(row["checkpoint_id"])
+    if checkpoint is None:
+        raise _Stopped(Status.FAILED.value, "The run's checkpoint was deleted after it was queued.")
+    return checkpoint["path"]
+
+
+def _load(cache: ModelCache, row: dict[str, Any], checkpoint_dir: str | None):
+    from core import ModelLoadError
+
+    try:
+        return cache.get(row["model"], checkpoint_dir)
+    except ModelLoadError as exc:
+        raise _Stopped(Status.FAILED.value, f"The model could not be loaded: {exc}") from None
+
+
+def _describe_crash(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if "OutOfMemory" in name or "out of memory" in str(exc).lower():
+        return (
+            "The worker ran out of memory during generation. Try fewer frames, a smaller size, "
+            f"or fewer stages at full resolution. ({name}: {exc})"
+        )
+    return f"Generation failed with an unexpected error: {name}: {exc}. See the worker log."
+
+
+def execute_run(run_id: int, worker: str, cache: ModelCache | None = None) -> str:
+    """Run ``run_id`` once on this worker. Returns what happened: ``done``, ``failed``,
+    ``cancelled``, ``requeued`` (worker shutting down), ``lost`` (taken away meanwhile), or
+    ``skipped: <status>`` / ``missing`` when there was nothing to do (idempotent re-delivery).
+    """
+    claim, row = queue.claim(Run, run_id, worker)
+    if row is None:
+        log.info("run %s no longer exists: nothing to do", run_id)
+        return "missing"
+    if claim is None:
+        log.info("run %s is %s: not running it again", run_id, row["status"])
+        return f"skipped: {row['status']}"
+    cache = cache or model_cache()
+    with Heartbeat(Run, run_id, claim.attempt, config.heartbeat_seconds()) as beat:
+        try:
+            outcome, fields = _generate(run_id, claim.row, cache, beat)
+        except _Stopped as stop:
+            outcome, fields = stop.status, {"error": stop.error}
+        except Exception as exc:  # noqa: BLE001 - every failure must end the run, with a message
+            log.error("run %s crashed:\n%s", run_id, traceback.format_exc())
+            outcome, fields = Status.FAILED.value, {"error": _describe_crash(exc)}
+        if outcome == "requeued":
+            return _requeue_after_shutdown(run_id, claim.attempt)
+        if beat.lost.is_set():
+            log.warning("run %s was taken from this worker (reaped or deleted)", run_id)
+            return "lost"
+        if not queue.finish(Run, run_id, claim.attempt, outcome, **fields):
+            log.warning("run %s was taken from this worker before it finished", run_id)
+            return "lost"
+        return outcome
+
+
+def _generate(run_id: int, row: dict[str, Any], cache: ModelCache, beat: Heartbeat):
+    from core import Cancelled
+
+    request = _request_for(row)
+    checkpoint_dir = _checkpoint_dir(row)
+    pipe, load_seconds = _load(cache, row, checkpoint_dir)
+    fps = getattr(pipe, "fps", 16)
+    beat.beat()  # picks up a cancel that came during the load
+    _check_stop(beat)
+
+    preview = {}
+
+    def save_preview(frames) -> None:
+        path = preview_path(run_id)
+        _write_video(frames, path, fps)
+        preview["path"] = str(path)
+
+    reporter = ProgressReporter(beat, config.progress_seconds(), on_preview=save_preview)
+    try:
+        result = pipe.generate(request, callback=reporter)
+    except Cancelled:
+        _check_stop(beat)
+        raise _Stopped(Status.CANCELLED.value) from None
+
+    path = output_path(run_id)
+    _write_video(result.frames, path, result.fps)
+
+    report = dict(result.report)
+    seconds = dict(report.get("seconds", {}))
+    seconds["load"] = load_seconds
+    report["seconds"] = seconds
+    report["load_seconds"] = load_seconds
+    report["worker"] = row["worker"]
+    created, started = _parse_time(row["created_at"]), _parse_time(row["started_at"])
+    if created and started:
+        report["queue_seconds"] = max((started - created).total_seconds(), 0.0)
+    return Status.DONE.value, {
+        "output_path": str(path),
+        "preview_path": preview.get("path"),
+        "report": report,
+        "load_seconds": load_seconds,
+        "total_seconds": seconds.get("total"),
+        "tflops": report.get("tflops"),
+        "peak_memory_mb": report.get("peak_memory_mb"),
+        "fraction": 1.0,
+    }
+
+
+def _check_stop(beat: Heartbeat) -> None:
+    if SHUTDOWN.is_set():
+        raise _Stopped("requeued")
+    if beat.cancel_requested.is_set():
+        raise _Stopped(Status.CANCELLED.value)
+    # beat.lost: the caller notices and writes nothing.
+    if beat.lost.is_set():
+        raise _Stopped(Status.FAILED.value, "taken away")
+
+
+def _requeue_after_shutdown(run_id: int, attempt: int) -> str:
+    """The worker is stopping: put the run back in the queue without using up its retries."""
+    from workers.tasks import enqueue_runs
+
+    if queue.give_back(Run, run_id, attempt):
+        enqueue_runs([run_id])
+        return "requeued"
+    return "lost"
