@@ -1,0 +1,151 @@
+"""Shared fixtures: external services (PostgreSQL, Redis) and an isolated PWAN environment.
+
+Services that are down make their tests skip with the reason, except with ``CI=true``, where
+they fail: CI must never pass by skipping.
+
+* ``postgres_url``: a fresh database (random name) created for the session and dropped after.
+* ``redis_url``: Redis db 15 (``PWAN_TEST_REDIS_URL``), flushed before and after use.
+* ``db_url``: parametrized over ``sqlite`` and ``postgresql``; empty tables for every test.
+* ``pwan_env``: ``PWAN_*`` variables pointing at a tmp data folder, the ``db_url`` database and
+  an SQLite broker file; short heartbeat/stale times; the Celery app reconfigured.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "PWAN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("PWAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+#: Fast timings for tests (seconds).
+FAST_TIMINGS = {
+    "PWAN_HEARTBEAT_SECONDS": "0.5",
+    "PWAN_STALE_SECONDS": "3",
+    "PWAN_REAP_SECONDS": "0.5",
+    "PWAN_PROGRESS_SECONDS": "0.1",
+}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def service_missing(reason: str) -> None:
+    """Skip (locally) or fail (``CI=true``) because a service the test needs is down."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: services are required)", pytrace=False)
+    pytest.skip(reason)
+
+
+# ---------------------------------------------------------------------------- services
+@pytest.fixture(scope="session")
+def postgres_url():
+    """URL of a database created for this test session (dropped at the end)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT",
+                          connect_args={"connect_timeout": 3})
+    name = f"pwan_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001
+        admin.dispose()
+        service_missing(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}")
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    from db.session import dispose_engines
+
+    dispose_engines()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_available():
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except Exception as exc:  # noqa: BLE001
+        service_missing(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_url(redis_available):
+    """The test Redis database, empty before and after the test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_available)
+    client.flushdb()
+    yield redis_available
+    client.flushdb()
+    client.close()
+
+
+# ---------------------------------------------------------------------------- databases
+def _empty_tables(url: str) -> None:
+    from db.models import Base
+    from db.session import get_engine
+
+    engine = get_engine(url)
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+        if engine.dialect.name == "postgresql":
+            for table in Base.metadata.sorted_tables:
+                conn.exec_driver_sql(
+                    f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), 1, false)"
+                )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A database with empty tables: an SQLite file, or the session's PostgreSQL database."""
+    from db.session import dispose_engines
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'pwan.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        _empty_tables(url)
+    yield url
+    dispose_engines()
+
+
+def make_env(data_dir: Path, database_url: str, broker_url: str | None = None) -> dict[str, str]:
+    """The PWAN_* variables of an isolated installation in ``data_dir``."""
+    return {
+        "PWAN_DATA_DIR": str(data_dir),
+        "PWAN_DATABASE_URL": database_url,
+        "PWAN_BROKER_URL": broker_url or f"sqla+sqlite:///{data_dir / 'broker.sqlite3'}",
+        **FAST_TIMINGS,
+    }
+
+
+@pytest.fixture
+def pwan_env(db_url, tmp_path, monkeypatch):
+    """Point this process at an isolated installation (database ``db_url``, SQLite broker)."""
+    import workers
+
+    env = make_env(tmp_path / "data", db_url)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    workers.configure()
+    yield env
