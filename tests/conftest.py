@@ -5,6 +5,7 @@ they fail: CI must never pass by skipping.
 
 * ``postgres_url``: a fresh database (random name) created for the session and dropped after.
 * ``redis_url``: Redis db 15 (``PWAN_TEST_REDIS_URL``), flushed before and after use.
+* ``fresh_database``: factory for an empty SQLite or PostgreSQL database.
 * ``db_url``: parametrized over ``sqlite`` and ``postgresql``; empty tables for every test.
 * ``pwan_env``: ``PWAN_*`` variables pointing at a tmp data folder, the ``db_url`` database and
   an SQLite broker file; short heartbeat/stale times; the Celery app reconfigured.
@@ -115,17 +116,28 @@ def _empty_tables(url: str) -> None:
                 )
 
 
+@pytest.fixture(scope="session")
+def fresh_database(request):
+    """``fresh_database(kind, folder) -> url``: an SQLite file in ``folder``, or the session's
+    PostgreSQL database with its tables emptied (``kind`` is "sqlite" or "postgresql")."""
+
+    def make(kind: str, folder: Path) -> str:
+        if kind == "sqlite":
+            folder.mkdir(parents=True, exist_ok=True)
+            return f"sqlite:///{folder / 'pwan.sqlite3'}"
+        url = request.getfixturevalue("postgres_url")
+        _empty_tables(url)
+        return url
+
+    return make
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
+def db_url(request, tmp_path, fresh_database):
     """A database with empty tables: an SQLite file, or the session's PostgreSQL database."""
     from db.session import dispose_engines
 
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'pwan.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-        _empty_tables(url)
-    yield url
+    yield fresh_database(request.param, tmp_path / "data")
     dispose_engines()
 
 
@@ -137,6 +149,12 @@ def make_env(data_dir: Path, database_url: str, broker_url: str | None = None) -
         "PWAN_BROKER_URL": broker_url or f"sqla+sqlite:///{data_dir / 'broker.sqlite3'}",
         **FAST_TIMINGS,
     }
+
+
+@pytest.fixture(scope="session")
+def env_for():
+    """The :func:`make_env` function, for fixtures in sub-folders."""
+    return make_env
 
 
 @pytest.fixture

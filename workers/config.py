@@ -9,6 +9,7 @@
 ``PWAN_MODEL_CACHE``           2          resident pipelines per worker, keyed (preset, checkpoint)
 ``PWAN_VISIBILITY_TIMEOUT``    86400      Redis: seconds before an unacked message is re-delivered
 ``PWAN_BROKER_POLL_SECONDS``   0.1        SQL broker: how often an idle worker polls
+``PWAN_PRELOAD``               (none)     presets a worker loads at start, e.g. ``mini``
 =============================  =========  ==================================================
 """
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """What a worker process does around its tasks (Celery signals).
 
-* ready: create the schema, announce itself in ``$PWAN_DATA_DIR/workers/<node>.<pid>.json``,
+* ready: create the schema, start importing the model code (and loading ``PWAN_PRELOAD``
+  presets) in the background, announce itself in ``$PWAN_DATA_DIR/workers/<node>.<pid>.json``,
   re-send messages for queued runs, start the reaper thread, and (embedded workers) exit when
   the parent process is gone.
 * shutting down (SIGTERM): the running run stops at its next step and goes back to the queue.
@@ -47,6 +48,7 @@ def _on_ready(sender=None, **_kwargs) -> None:
     parent = os.environ.get("PWAN_EXIT_WITH_PARENT")
     if parent and parent.isdigit():
         threading.Thread(target=_watch_parent, args=(int(parent),), daemon=True).start()
+    threading.Thread(target=_warm_up, name="pwan-warm-up", daemon=True).start()
     path = ready_file(hostname, os.getpid())
     info = {"worker": worker_id(hostname), "pid": os.getpid(), "ready_at": utcnow().isoformat()}
     path.write_text(json.dumps(info))
@@ -67,6 +69,22 @@ def _on_shutdown(**_kwargs) -> None:
     path = _state.pop("ready_file", None)
     if path is not None:
         path.unlink(missing_ok=True)
+
+
+def _warm_up() -> None:
+    """Import the model code now, and load the presets named in ``PWAN_PRELOAD`` (comma
+    separated), so the first run does not pay for them."""
+    try:
+        import core  # noqa: F401  (torch, diffusers: seconds)
+
+        from workers.models import model_cache
+
+        presets = [p.strip() for p in os.environ.get("PWAN_PRELOAD", "").split(",")]
+        for preset in filter(None, presets):
+            model_cache().get(preset)
+            log.info("preloaded model %s", preset)
+    except Exception:  # the run that needs it will report the error properly
+        log.exception("warm-up failed")
 
 
 def _watch_parent(parent_pid: int) -> None:

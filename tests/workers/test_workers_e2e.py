@@ -1,0 +1,118 @@
+"""End to end with real worker processes, real SQLite files, Redis and PostgreSQL.
+
+The SQLite-broker tests share one worker (started once for the module); the Redis test runs
+against PostgreSQL, the multi-machine setup.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from workers import api
+
+#: A three-stage pyramid (per-stage seconds and TFLOPs for three stages).
+TINY = dict(model="tiny", schedule="2-2-1", frames=17, height=64, width=64)
+#: A run that takes a few seconds on a warm CPU worker, with hundreds of progress steps.
+SLOW = dict(model="tiny", schedule="200-200", frames=17, height=32, width=32, guidance=5.0)
+#: The smallest run: one step, one frame.
+QUICK = dict(model="tiny", schedule="1", frames=1, height=16, width=16, guidance=1.0)
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def sqlite_install(open_installation):
+    """One installation with the default SQLite broker and SQLite database, one worker."""
+    with open_installation("sqlite", "sqlite") as install:
+        install.start_worker()
+        yield install
+
+
+def check_done_run(install, row: dict, stages: int) -> None:
+    from core.video import read_frames
+
+    assert row["status"] == "done", row["error"]
+    assert row["attempts"] == 1 and row["error"] is None and row["fraction"] == 1.0
+    path = Path(row["output_path"])
+    assert path == install.data_dir / "outputs" / f"{row['id']}.mp4" and path.is_file()
+    assert read_frames(path).shape == (row["frames"], row["height"], row["width"], 3)
+    report = row["report"]
+    assert len(report["seconds"]["stages"]) == stages
+    assert all(s > 0 for s in report["seconds"]["stages"])
+    assert report["seconds"]["total"] > 0 and report["seconds"]["load"] == row["load_seconds"]
+    assert row["tflops"] == report["tflops"] > 0 and len(report["tflops_per_stage"]) == stages
+    assert row["peak_memory_mb"] > 0 and row["total_seconds"] > 0
+    assert row["started_at"] and row["finished_at"] and row["worker"]
+
+
+def test_tiny_run_is_done_and_a_warm_worker_loads_nothing(sqlite_install):
+    first = api.submit_run("a red circle moves to the right", seed=1, **TINY)
+    second = api.submit_run("a blue square moves to the left", seed=2, **TINY)
+    first = sqlite_install.wait(first["id"])
+    second = sqlite_install.wait(second["id"])
+    check_done_run(sqlite_install, first, stages=3)
+    check_done_run(sqlite_install, second, stages=3)
+    assert first["load_seconds"] > 0
+    assert second["load_seconds"] == 0.0 and second["report"]["load_seconds"] == 0.0
+    assert Path(first["preview_path"]).is_file()  # the lowest stage's preview
+
+
+def test_cancel_a_queued_and_a_running_run(sqlite_install):
+    slow = api.submit_run("a slow red circle", seed=3, **SLOW)
+    waiting = api.submit_run("a waiting blue box", seed=4, **QUICK)
+    sqlite_install.wait(slow["id"], ("running",), step=lambda s: (s or 0) >= 1)
+
+    cancelled = api.cancel_run(waiting["id"])
+    assert cancelled["status"] == "cancelled"  # at once, no worker involved
+
+    requested = api.cancel_run(slow["id"])
+    assert requested["status"] == "running" and requested["cancel_requested"]
+    slow = sqlite_install.wait(slow["id"], timeout=20)
+    assert slow["status"] == "cancelled" and slow["fraction"] < 1.0
+    assert slow["output_path"] is None and slow["error"] is None
+
+    after = api.submit_run("the worker is still fine", seed=5, **QUICK)
+    assert sqlite_install.wait(after["id"])["status"] == "done"
+    waiting = api.get_run(waiting["id"])
+    assert waiting["status"] == "cancelled" and waiting["attempts"] == 0  # never started
+
+
+def test_burst_of_50_submissions_from_5_threads_runs_each_once(sqlite_install):
+    before = api.list_runs(limit=1)["total"]
+    ids: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def submit(thread: int) -> None:
+        try:
+            for i in range(10):
+                row = api.submit_run(f"burst {thread} {i}", seed=thread * 100 + i, **QUICK)
+                with lock:
+                    ids.append(row["id"])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit, args=(t,)) for t in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(ids)) == 50
+    assert api.list_runs(limit=1)["total"] == before + 50
+    rows = [sqlite_install.wait(run_id, timeout=150) for run_id in sorted(ids)]
+    assert [r["status"] for r in rows] == ["done"] * 50, [r["error"] for r in rows]
+    assert [r["attempts"] for r in rows] == [1] * 50  # each executed exactly once
+    assert all(Path(r["output_path"]).is_file() for r in rows)
+
+
+def test_redis_broker_with_postgresql(open_installation):
+    with open_installation("redis", "postgresql") as install:
+        install.start_worker()
+        first = api.submit_run("a red circle moves to the right", seed=1, **TINY)
+        second = api.submit_run("a green ball", seed=2, **TINY)
+        first, second = install.wait(first["id"]), install.wait(second["id"])
+        check_done_run(install, first, stages=3)
+        check_done_run(install, second, stages=3)
+        assert first["load_seconds"] > 0 and second["load_seconds"] == 0.0
