@@ -1,0 +1,17 @@
+"""Pyramidal Wan: plans, resampling, sampler, pipeline, presets, FLOPs and video (pure: no db/queue/UI).
+
+    from core import PyramidalWanPipeline, StagePlan
+"""
+
+from .errors import Cancelled, ModelLoadError, RequestError
+from .pipeline import GenerationRequest, GenerationResult, PyramidalWanPipeline, load_pipeline
+from .plan import Stage, StagePlan
+from .presets import default_device, default_preset, list_presets
+from .resample import down_noise, down_signal, jump, up
+from .sampler import sample_pyramid
+
+__all__ = [
+    "Cancelled", "ModelLoadError", "RequestError", "GenerationRequest", "GenerationResult",
+    "PyramidalWanPipeline", "load_pipeline", "Stage", "StagePlan", "default_device", "default_preset",
+    "list_presets", "down_noise", "down_signal", "jump", "up", "sample_pyramid",
+]

@@ -1,0 +1,385 @@
+"""PyramidalWanPipeline: Wan2.1 run as a pyramidal model, or as the original (stock diffusers).
+
+``generate`` reads as numbered steps: check inputs, encode prompt (and negative prompt) once,
+prepare noise from the seed at full resolution, sample, decode; it returns frames and a report
+(seconds per phase and per stage, TFLOPs of the plan, peak memory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .errors import Cancelled, RequestError
+from .flops import plan_flops
+from .plan import MAX_STAGES, StagePlan
+from .presets import Components, build_components, list_presets
+from .resample import HAAR
+from .sampler import sample_pyramid
+
+MAX_PROMPT_CHARS = 2000
+MAX_SEED = 2**32 - 1
+MODES = ("pyramidal", "original")
+
+
+@dataclass
+class GenerationRequest:
+    prompt: str
+    negative_prompt: str = ""
+    model: str = "tiny"
+    mode: str = "pyramidal"
+    schedule: str = "20-20-10"
+    guidance: float | list[float] = 5.0
+    seed: int = 0
+    frames: int = 17
+    height: int = 128
+    width: int = 128
+    checkpoint: str | None = None
+    shift: float | None = None
+    boundaries: list[float] | None = None
+
+    def plan(self, shift: float = 3.0, boundaries: list[float] | None = None) -> StagePlan:
+        return StagePlan.parse(
+            self.schedule,
+            shift=self.shift if self.shift is not None else shift,
+            boundaries=self.boundaries if self.boundaries is not None else boundaries,
+            guidance=self.guidance,
+        )
+
+    def validated(self, known_models: list[str] | None = None) -> "GenerationRequest":
+        """A normalised copy (schedule canonical, guidance per stage) or a RequestError naming the field."""
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise RequestError("the prompt is empty: describe the video you want", "prompt")
+        if len(self.prompt) > MAX_PROMPT_CHARS:
+            raise RequestError(
+                f"the prompt has {len(self.prompt)} characters; at most {MAX_PROMPT_CHARS} are allowed", "prompt"
+            )
+        neg = self.negative_prompt or ""
+        if not isinstance(neg, str) or len(neg) > MAX_PROMPT_CHARS:
+            raise RequestError(f"the negative prompt must be text of at most {MAX_PROMPT_CHARS} characters",
+                               "negative_prompt")
+        models = known_models if known_models is not None else list_presets()
+        if self.model not in models:
+            raise RequestError(f"unknown model {self.model!r}; choose one of: {', '.join(models)}", "model")
+        if self.mode not in MODES:
+            raise RequestError(f"mode must be 'pyramidal' or 'original'; got {self.mode!r}", "mode")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            nearest = min(max(int(self.seed), 0), MAX_SEED) if isinstance(self.seed, (int, float)) else 0
+            raise RequestError(f"seed must be a whole number from 0 to {MAX_SEED}; got {self.seed!r} "
+                               f"(nearest valid: {nearest})", "seed")
+        plan = self.plan()
+        if self.mode == "original" and not plan.is_baseline:
+            raise RequestError(
+                f"the original model runs at full resolution only; schedule {plan.schedule} has "
+                f"{plan.num_stages} stages (nearest valid: {'-'.join(['0'] * (len(plan.parts) - 1) + [str(plan.total_steps)])})",
+                "schedule",
+            )
+        plan.validate_shape(self.frames, self.height, self.width)
+        return dataclasses.replace(self, prompt=self.prompt.strip(), negative_prompt=neg.strip(),
+                                   schedule=plan.schedule, guidance=list(plan.guidance))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class GenerationResult:
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    fps: int
+    report: dict
+    latents: torch.Tensor | None = None
+    preview: np.ndarray | None = None
+
+
+class _PeakMemory:
+    """Peak CUDA allocation, or peak process RSS sampled by a thread on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak, self._stop = device, 0.0, threading.Event()
+
+    def _rss_mb(self) -> float:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except OSError:
+            return 0.0
+
+    def _poll(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._rss_mb())
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.peak = self._rss_mb()
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._rss_mb())
+
+    @property
+    def kind(self) -> str:
+        return "cuda max allocated" if self.device.type == "cuda" else "process RSS"
+
+
+class PyramidalWanPipeline:
+    def __init__(
+        self,
+        transformer,
+        vae,
+        text_encoder,
+        tokenizer,
+        flow_shift: float = 3.0,
+        max_sequence_length: int = 512,
+        fps: int = 16,
+        name: str = "custom",
+        boundaries: list[float] | None = None,
+        resampler=HAAR,
+        info: dict | None = None,
+    ):
+        self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
+        self.flow_shift, self.max_sequence_length, self.fps, self.name = flow_shift, max_sequence_length, fps, name
+        self.boundaries = boundaries
+        self.resampler = resampler
+        self.info = dict(info or {})
+        self.load_seconds = 0.0
+        self._original = None
+
+    @classmethod
+    def from_components(cls, comps: Components, name: str, **kw) -> "PyramidalWanPipeline":
+        return cls(comps.transformer, comps.vae, comps.text_encoder, comps.tokenizer, flow_shift=comps.flow_shift,
+                   max_sequence_length=comps.max_sequence_length, fps=comps.fps, name=name, info=comps.info, **kw)
+
+    # ------------------------------------------------------------------ parts
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
+    def original(self):
+        """The stock diffusers WanPipeline on the same components (Euler flow-matching scheduler)."""
+        if self._original is None:
+            from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+            self._original = WanPipeline(
+                tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae,
+                transformer=self.transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=self.flow_shift),
+            )
+            self._original.set_progress_bar_config(disable=True)
+        return self._original
+
+    def plan_for(self, req: GenerationRequest) -> StagePlan:
+        """The request's plan; a checkpoint's trained windows apply to plans with its stage count."""
+        boundaries = None
+        if self.boundaries is not None and req.boundaries is None:
+            if req.plan(shift=self.flow_shift).num_stages == len(self.boundaries) + 1:
+                boundaries = self.boundaries
+        return req.plan(shift=self.flow_shift, boundaries=boundaries)
+
+    @torch.no_grad()
+    def encode(self, prompt: str, negative_prompt: str, cfg: bool):
+        return self.original.encode_prompt(
+            prompt=prompt, negative_prompt=negative_prompt, do_classifier_free_guidance=cfg,
+            max_sequence_length=self.max_sequence_length, device=self.device,
+        )
+
+    def prepare_noise(self, seed: int, frames: int, height: int, width: int) -> tuple[torch.Tensor, torch.Generator]:
+        """Full-resolution noise drawn on the CPU from ``seed`` (as diffusers' randn_tensor does)."""
+        g = torch.Generator("cpu").manual_seed(int(seed))
+        c = self.transformer.config.in_channels
+        shape = (1, c, (frames - 1) // 4 + 1, height // 8, width // 8)
+        return torch.randn(shape, generator=g, dtype=torch.float32).to(self.device), g
+
+    def denoiser(self, prompt_embeds, negative_prompt_embeds) -> Callable:
+        dtype = self.transformer.dtype
+
+        @torch.no_grad()
+        def denoise(x, sigma, stage):
+            t = (torch.tensor(sigma, dtype=torch.float32) * 1000).to(x.device)
+            cfg = stage.guidance > 1.0
+            xin = x.to(dtype)
+            if cfg:
+                out = self.transformer(
+                    hidden_states=torch.cat([xin, xin]), timestep=t.expand(2),
+                    encoder_hidden_states=torch.cat([prompt_embeds, negative_prompt_embeds]).to(dtype),
+                    return_dict=False,
+                )[0]
+                cond, uncond = out.chunk(2)
+                return uncond + stage.guidance * (cond - uncond)
+            return self.transformer(hidden_states=xin, timestep=t.expand(1),
+                                    encoder_hidden_states=prompt_embeds.to(dtype), return_dict=False)[0]
+
+        return denoise
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        vae = self.vae
+        x = latents.to(next(vae.parameters()).device, vae.dtype)
+        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(x)
+        std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(x)
+        video = vae.decode(x * std + mean, return_dict=False)[0]
+        frames = self.original.video_processor.postprocess_video(video, output_type="np")[0]
+        return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
+
+    # ------------------------------------------------------------------ main entry
+    def generate(
+        self,
+        req: GenerationRequest,
+        callback: Callable[[dict], bool | None] | None = None,
+        preview: bool = True,
+        return_latents: bool = False,
+    ) -> GenerationResult:
+        # 1. check inputs
+        req = req.validated(known_models=[req.model])
+        plan = self.plan_for(req)
+        t_start = time.perf_counter()
+        seconds: dict = {}
+        with _PeakMemory(self.device) as mem:
+            # 2. encode prompt and negative prompt once
+            t0 = time.perf_counter()
+            cfg = any(g > 1.0 for g in plan.guidance)
+            pe, ne = self.encode(req.prompt, req.negative_prompt, cfg)
+            seconds["encode"] = time.perf_counter() - t0
+            # 3. noise from the seed at full resolution
+            noise, gen = self.prepare_noise(req.seed, req.frames, req.height, req.width)
+            # 4. sample
+            t0 = time.perf_counter()
+            if req.mode == "original":
+                latents, stage_seconds, preview_frames = self._run_original(req, plan, pe, ne, noise, gen, callback)
+            else:
+                latents, stage_seconds, preview_frames = self._run_pyramid(plan, pe, ne, noise, gen, callback,
+                                                                           preview)
+            seconds["denoise"] = time.perf_counter() - t0
+            seconds["stages"] = stage_seconds
+            # 5. decode
+            t0 = time.perf_counter()
+            frames = self.decode(latents)
+            seconds["decode"] = time.perf_counter() - t0
+        seconds["total"] = time.perf_counter() - t_start
+        if preview_frames is not None:
+            seconds["preview"] = preview_frames[1]
+        flops = plan_flops(self.transformer.config, plan, req.frames, req.height, req.width, self.max_sequence_length)
+        report = {
+            "model": self.name,
+            "mode": req.mode,
+            "seed": req.seed,
+            "shape": [req.frames, req.height, req.width],
+            "plan": plan.describe(),
+            "latent_shapes": flops["latent_shapes"],
+            "seconds": seconds,
+            "load_seconds": self.load_seconds,
+            "tflops": flops["tflops"],
+            "tflops_per_stage": flops["tflops_per_stage"],
+            "tflops_per_branch": flops["tflops_per_branch"],
+            "peak_memory_mb": round(mem.peak, 1),
+            "memory_kind": mem.kind,
+            "device": str(self.device),
+        }
+        return GenerationResult(frames=frames, fps=self.fps, report=report,
+                                latents=latents if return_latents else None,
+                                preview=preview_frames[0] if preview_frames is not None else None)
+
+    def __call__(self, prompt: str, **kw) -> GenerationResult:
+        callback = kw.pop("callback", None)
+        return self.generate(GenerationRequest(prompt=prompt, model=kw.pop("model", self.name), **kw), callback)
+
+    def _run_pyramid(self, plan, pe, ne, noise, gen, callback, preview):
+        stage_seconds = [0.0] * plan.num_stages
+        marks = {"t": time.perf_counter()}
+        preview_out = {}
+
+        def on_stage_end(stage, x, denoised):
+            now = time.perf_counter()
+            stage_seconds[stage.index] = now - marks["t"]
+            if preview and stage.index == 0 and plan.num_stages > 1:
+                # the lowest stage's last x0 estimate, decoded at its own (cheap) resolution
+                t0 = time.perf_counter()
+                frames = self.decode(denoised)
+                preview_out["frames"] = (frames, time.perf_counter() - t0)
+                if callback is not None:
+                    callback({"stage": 0, "stages": plan.num_stages, "step": stage.steps, "steps": stage.steps,
+                              "sigma": stage.sigma_end, "fraction": stage.steps / plan.total_steps,
+                              "preview": frames, "latents": x})
+            marks["t"] = time.perf_counter()
+
+        latents = sample_pyramid(self.denoiser(pe, ne), noise, plan, callback=callback, generator=gen,
+                                 resampler=self.resampler, on_stage_end=on_stage_end)
+        return latents, stage_seconds, preview_out.get("frames")
+
+    def _run_original(self, req, plan, pe, ne, noise, gen, callback):
+        pipe = self.original
+        stage = plan.stages[0]
+        state = {"cancelled": False}
+
+        def on_step(p, i, t, kwargs):
+            if callback is not None and not state["cancelled"]:
+                stop = callback({"stage": 0, "stages": 1, "step": i + 1, "steps": stage.steps,
+                                 "sigma": float(p.scheduler.sigmas[i + 1]), "fraction": (i + 1) / stage.steps,
+                                 "latents": kwargs["latents"]})
+                if stop:
+                    state["cancelled"] = True
+                    p._interrupt = True
+            return {}
+
+        t0 = time.perf_counter()
+        latents = pipe(
+            prompt_embeds=pe, negative_prompt_embeds=ne if stage.guidance > 1.0 else None,
+            height=req.height, width=req.width, num_frames=req.frames, num_inference_steps=stage.steps,
+            guidance_scale=stage.guidance, latents=noise, output_type="latent",
+            max_sequence_length=self.max_sequence_length, callback_on_step_end=on_step,
+        ).frames
+        if state["cancelled"]:
+            raise Cancelled("cancelled during the original model's denoising loop")
+        return latents.float(), [time.perf_counter() - t0], None
+
+
+# ---------------------------------------------------------------------- loading
+def load_pipeline(
+    preset: str,
+    checkpoint_dir: str | Path | None = None,
+    device: torch.device | str | None = None,
+    name: str | None = None,
+) -> PyramidalWanPipeline:
+    """Build a preset's components, optionally with a finetuned transformer checkpoint over them.
+
+    Raises :class:`~core.errors.ModelLoadError` with a message a person can act on.
+    """
+    from .checkpoints import apply_checkpoint, read_card
+    from .errors import ModelLoadError
+
+    t0 = time.perf_counter()
+    card = None
+    if checkpoint_dir is not None:
+        card = read_card(checkpoint_dir)
+        if card["base"] != preset:
+            raise ModelLoadError(
+                f"checkpoint {Path(checkpoint_dir).name} was trained over {card['base']!r}, not {preset!r}"
+            )
+    comps = build_components(preset, device)
+    boundaries = None
+    if card is not None:
+        comps.transformer = apply_checkpoint(comps.transformer, checkpoint_dir)
+        boundaries = card.get("boundaries")
+        if boundaries is not None and len(boundaries) + 1 > MAX_STAGES:
+            boundaries = None
+    pipe = PyramidalWanPipeline.from_components(comps, name=name or preset, boundaries=boundaries)
+    if card is not None:
+        pipe.info["checkpoint"] = card
+    pipe.load_seconds = time.perf_counter() - t0
+    return pipe

@@ -1,0 +1,205 @@
+"""Model presets: where the transformer, VAE, text encoder and tokenizer come from.
+
+* ``tiny``: random weights (fixed seed, so every process builds the same model), 2 layers, a
+  word-level tokenizer trained in code with ``tokenizers``. Tests and CPU demos.
+* ``wan2.1-1.3b``: Wan2.1-T2V-1.3B in diffusers format, from ``PWAN_WAN_PATH`` (a local folder)
+  or the hub id ``Wan-AI/Wan2.1-T2V-1.3B-Diffusers``.
+
+Every preset builds the same four diffusers/transformers classes, so the pyramidal sampler and the
+stock ``WanPipeline`` run on identical components.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .errors import ModelLoadError
+
+WAN_HUB_ID = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+
+# Words the offline tokenizer knows: the mini world's vocabulary plus common prompt words.
+_TOKENIZER_CORPUS = """
+a an the of and with in on at to from by over under into onto moves move moving slowly quickly fast slow
+red green blue yellow white black purple orange pink brown grey gray cyan magenta gold silver dark light bright
+circle square triangle ball box cube star shape dot ring line object small big large tiny huge round
+left right up down across around toward away still static background foreground floor sky sea water
+cat dog bird fish car boat tree flower person man woman child house city forest mountain beach river
+sunset sunrise night day rain snow fire smoke cloud clouds wind light shadow camera zoom pan close view
+walks runs flies swims jumps falls spins rotates turns rolls glows shines bounces drifts floats
+video scene photo cinematic realistic style high quality blurry low worst ugly deformed static noisy
+""".split()
+
+
+@dataclass
+class Components:
+    transformer: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    flow_shift: float = 3.0
+    max_sequence_length: int = 512
+    fps: int = 16
+    info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    build: Callable[[torch.device], Components]
+    needs_gpu: bool = False
+
+
+def build_word_tokenizer(words: list[str] | None = None):
+    """A word-level tokenizer trained in code (no download), wrapped for ``transformers``."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    words = words or _TOKENIZER_CORPUS
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(special_tokens=["<pad>", "</s>", "<unk>"], min_frequency=1)
+    tok.train_from_iterator([" ".join(sorted(set(words)))], trainer=trainer)
+    eos = tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", eos)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def tiny_transformer_config() -> dict:
+    return dict(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=32,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=64,
+    )
+
+
+def wan13b_transformer_config() -> dict:
+    """Wan2.1-T2V-1.3B (pyramid.md §2); diffusers' constructor defaults are the 14B model's."""
+    return dict(
+        patch_size=(1, 2, 2),
+        num_attention_heads=12,
+        attention_head_dim=128,
+        in_channels=16,
+        out_channels=16,
+        text_dim=4096,
+        freq_dim=256,
+        ffn_dim=8960,
+        num_layers=30,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+    )
+
+
+def _build_tiny(device: torch.device) -> Components:
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = build_word_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformer = WanTransformer3DModel(**tiny_transformer_config())
+        torch.manual_seed(1)
+        vae = AutoencoderKLWan(
+            base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+        )
+        torch.manual_seed(2)
+        text_encoder = UMT5EncoderModel(
+            UMT5Config(
+                vocab_size=len(tokenizer),
+                d_model=32,
+                d_kv=8,
+                d_ff=64,
+                num_layers=2,
+                num_heads=4,
+                relative_attention_num_buckets=8,
+                relative_attention_max_distance=32,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                decoder_start_token_id=tokenizer.pad_token_id,
+            )
+        )
+    for m in (transformer, vae, text_encoder):
+        m.eval().requires_grad_(False).to(device)
+    return Components(transformer, vae, text_encoder, tokenizer, flow_shift=3.0, max_sequence_length=64,
+                      info={"source": "random weights (seed 0), built in code"})
+
+
+def _build_wan13b(device: torch.device) -> Components:
+    source = os.environ.get("PWAN_WAN_PATH") or WAN_HUB_ID
+    if os.environ.get("PWAN_WAN_PATH") and not Path(source).is_dir():
+        raise ModelLoadError(
+            f"PWAN_WAN_PATH={source!r} is not a folder. Point it at a downloaded copy of {WAN_HUB_ID} "
+            "(diffusers format: transformer/, vae/, text_encoder/, tokenizer/)."
+        )
+    try:
+        from diffusers import AutoencoderKLWan, WanTransformer3DModel
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        transformer = WanTransformer3DModel.from_pretrained(source, subfolder="transformer", torch_dtype=dtype)
+        vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", torch_dtype=torch.float32)
+        text_encoder = UMT5EncoderModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer")
+    except Exception as exc:  # noqa: BLE001 - turned into a message a person can act on
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"Could not load Wan2.1-T2V-1.3B from {source!r}: {reason}. Download it on a machine with internet "
+            f"(`huggingface-cli download {WAN_HUB_ID} --local-dir /path/to/wan`), copy it here and set "
+            "PWAN_WAN_PATH=/path/to/wan; or choose the 'tiny' model."
+        ) from exc
+    for m in (transformer, vae, text_encoder):
+        m.eval().requires_grad_(False).to(device)
+    return Components(transformer, vae, text_encoder, tokenizer, flow_shift=3.0, max_sequence_length=512,
+                      info={"source": source})
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset("tiny", "random weights, 2 layers: for tests and quick CPU checks", _build_tiny),
+    "wan2.1-1.3b": Preset("wan2.1-1.3b", "Wan2.1-T2V-1.3B (diffusers format)", _build_wan13b, needs_gpu=True),
+}
+
+
+def register_preset(preset: Preset) -> None:
+    PRESETS[preset.name] = preset
+
+
+def list_presets() -> list[str]:
+    return list(PRESETS)
+
+
+def default_preset() -> str:
+    """``PWAN_MODEL`` if set; else the real model with a GPU, the best CPU model without."""
+    env = os.environ.get("PWAN_MODEL")
+    if env:
+        return env
+    if torch.cuda.is_available():
+        return "wan2.1-1.3b"
+    return "mini" if "mini" in PRESETS else "tiny"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_components(preset: str, device: torch.device | str | None = None) -> Components:
+    if preset not in PRESETS:
+        raise ModelLoadError(f"unknown model {preset!r}; choose one of: {', '.join(PRESETS)}")
+    device = torch.device(device) if device is not None else default_device()
+    comps = PRESETS[preset].build(device)
+    comps.info.setdefault("preset", preset)
+    return comps
