@@ -1,0 +1,115 @@
+"""Command line: ``python -m finetune pyramidal --base tiny --data DIR --steps N --out NAME ...``
+
+``--out`` is a folder, or a bare name for ``$PWAN_DATA_DIR/checkpoints/NAME``. ``--data`` is a
+folder of captioned videos, a prompts file (with ``--teacher PRESET``) or ``world:N`` (the mini
+world, generated in code). Running the same command again resumes from the last checkpoint.
+Under several GPUs: ``accelerate launch -m finetune pyramidal ...``.
+
+Register the result for the studio with ``workers.api.register_checkpoint(path, base, name)`` (or
+queue the job through ``workers.api.submit_job``, which registers it when it ends).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def out_folder(out: str) -> str:
+    if os.sep in out or out.startswith("."):
+        return str(Path(out).expanduser().resolve())
+    data_dir = Path(os.environ.get("PWAN_DATA_DIR") or "./data").expanduser().resolve()
+    return str(data_dir / "checkpoints" / out)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from finetune.pyramidal import TrainConfig
+
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m finetune", description="Finetune a Wan into a pyramidal model.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("pyramidal", help="pyramidal flow-matching finetune (pyramid.md section 7)")
+    t.add_argument("--base", default=d.base, help="base model preset (default %(default)s)")
+    t.add_argument("--data", required=True, help="folder of .mp4 + .txt / captions.jsonl, a prompts file, or world:N")
+    t.add_argument("--steps", type=int, default=d.steps)
+    t.add_argument("--out", required=True, help="checkpoint folder, or a name under $PWAN_DATA_DIR/checkpoints")
+    t.add_argument("--schedule", default=d.schedule, help="stage count and recommended schedule (%(default)s)")
+    t.add_argument("--boundaries", default=None, help="inner stage boundaries, e.g. 0.667,0.333")
+    t.add_argument("--frames", type=int, default=d.frames)
+    t.add_argument("--height", type=int, default=d.height)
+    t.add_argument("--width", type=int, default=d.width)
+    t.add_argument("--per-stage", type=int, default=d.per_stage, help="clips per stage per step")
+    t.add_argument("--lr", type=float, default=d.lr)
+    t.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    t.add_argument("--grad-clip", type=float, default=d.grad_clip)
+    t.add_argument("--lora-rank", type=int, default=d.lora_rank, help="0: full finetune")
+    t.add_argument("--lora-alpha", type=float, default=None)
+    t.add_argument("--teacher-weight", type=float, default=d.teacher_weight)
+    t.add_argument("--bf16", action="store_true")
+    t.add_argument("--gradient-checkpointing", action="store_true")
+    t.add_argument("--ema-decay", type=float, default=d.ema_decay)
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--save-every", type=int, default=d.save_every)
+    t.add_argument("--sample-every", type=int, default=d.sample_every)
+    t.add_argument("--sample-prompt", default="")
+    t.add_argument("--teacher", default=None, help="preset that generates clips from a prompts file")
+    t.add_argument("--teacher-schedule", default=d.teacher_schedule)
+    t.add_argument("--cache-dir", default=None)
+    t.add_argument("--device", default=None)
+    t.add_argument("--name", default="")
+    return p
+
+
+def config_from_args(args) -> "TrainConfig":  # noqa: F821
+    from finetune.pyramidal import ConfigError, TrainConfig
+
+    boundaries = None
+    if args.boundaries:
+        try:
+            boundaries = [float(x) for x in args.boundaries.split(",")]
+        except ValueError:
+            raise ConfigError(f"boundaries {args.boundaries!r}: write noise levels like 0.667,0.333",
+                              "boundaries") from None
+    out = out_folder(args.out)
+    return TrainConfig(
+        base=args.base, data=args.data, out=out, name=args.name or Path(out).name, steps=args.steps,
+        schedule=args.schedule, boundaries=boundaries, frames=args.frames, height=args.height, width=args.width,
+        per_stage=args.per_stage, lr=args.lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+        lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, teacher_weight=args.teacher_weight, bf16=args.bf16,
+        gradient_checkpointing=args.gradient_checkpointing, ema_decay=args.ema_decay, seed=args.seed,
+        save_every=args.save_every, sample_every=args.sample_every, sample_prompt=args.sample_prompt,
+        teacher=args.teacher, teacher_schedule=args.teacher_schedule, cache_dir=args.cache_dir, device=args.device,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from finetune.pyramidal import ConfigError, train, validate_config
+
+    args = _parser().parse_args(argv)
+    try:
+        cfg = validate_config(config_from_args(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    def on_step(info: dict) -> None:
+        if info.get("phase") == "train":
+            stages = " ".join(f"{x:.4f}" for x in info["stages"])
+            print(f"step {info['step']}/{info['steps']}  loss {info['loss']:.4f}  per stage [{stages}]  "
+                  f"{info['seconds']:.2f} s", flush=True)
+
+    try:
+        result = train(cfg, on_step=on_step)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"status": result.status, "step": result.step, "out": str(result.out),
+                      "losses": result.card.get("losses")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
