@@ -1,0 +1,321 @@
+"""The REST API, mounted next to the page on the same server (``/api/...``; OpenAPI at
+``/openapi.json``, docs at ``/docs``).
+
+Runs are posted with the CLI's names (prompt, negative_prompt, model, mode, schedule, guidance,
+seed, frames, height, width). Every error is JSON ``{"detail": "...", "field": ...}``: 422 for
+input a person must change, 404 for an unknown id, 409 for an action the state does not allow,
+401/403/429 for the admin password.
+"""
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from ui.auth import guard
+
+MAX_ID = 2**31 - 1
+SIDE_LIMIT = 10**6  # far past any valid shape; keeps arithmetic on huge numbers out
+Id = Annotated[int, PathParam(ge=1, le=MAX_ID, description="a positive id")]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str, field: str | None = None, headers=None):
+        super().__init__(detail)
+        self.status, self.detail, self.field, self.headers = status, detail, field, headers
+
+
+# ---------------------------------------------------------------------------- bodies
+class RunIn(BaseModel):
+    """One run, with the names of ``python -m core.generate``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "prompt": "a red circle moves to the right", "model": "tiny", "mode": "pyramidal",
+        "schedule": "2-2-1", "seed": 0, "frames": 17, "height": 128, "width": 128}]})
+
+    prompt: str = Field(description="what the video shows (1 to 2,000 characters)")
+    negative_prompt: str = ""
+    model: str | None = Field(None, description="model preset; default: the server's (PWAN_MODEL)")
+    checkpoint: int | str | None = Field(None, description="a registered checkpoint id or name")
+    mode: Literal["pyramidal", "original"] = "pyramidal"
+    schedule: str | None = Field(None, description="steps per stage, lowest resolution first: 20-20-10; 0-0-50 is the original")
+    guidance: float | list[float] = Field(5.0, description="one value, or one per stage")
+    seed: int | None = Field(None, description="0 to 4,294,967,295; default random")
+    frames: int = Field(17, ge=-SIDE_LIMIT, le=SIDE_LIMIT)
+    height: int = Field(128, ge=-SIDE_LIMIT, le=SIDE_LIMIT)
+    width: int = Field(128, ge=-SIDE_LIMIT, le=SIDE_LIMIT)
+
+
+class ComparisonIn(BaseModel):
+    """The original model and the pyramidal one, same prompt and seed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str
+    negative_prompt: str = ""
+    model: str | None = None
+    checkpoint: int | str | None = None
+    schedule: str | None = Field(None, description="the pyramid's schedule")
+    original_schedule: str | None = Field(None, description="default: one stage, same total steps")
+    guidance: float | list[float] = 5.0
+    seed: int | None = None
+    frames: int = Field(17, ge=-SIDE_LIMIT, le=SIDE_LIMIT)
+    height: int = Field(128, ge=-SIDE_LIMIT, le=SIDE_LIMIT)
+    width: int = Field(128, ge=-SIDE_LIMIT, le=SIDE_LIMIT)
+
+
+class CheckpointIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="a checkpoint folder on the server")
+    base: str = Field(description="the model preset it was trained over")
+    name: str
+    card: dict[str, Any] | None = None
+
+
+class RenameIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+
+
+class JobIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    base: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- errors
+def _call(fn, *args, **kwargs):
+    """Call workers.api, turning its errors into HTTP answers."""
+    from workers import api
+
+    try:
+        return fn(*args, **kwargs)
+    except api.ValidationError as exc:
+        raise ApiError(422, str(exc), exc.field) from None
+    except api.NotFoundError as exc:
+        raise ApiError(404, str(exc)) from None
+    except api.ConflictError as exc:
+        raise ApiError(409, str(exc)) from None
+
+
+def _pydantic_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    messages, field = [], None
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        name = ".".join(loc) or "the request body"
+        field = field or (loc[0] if loc else None)
+        msg = err.get("msg", "is not valid")
+        if err.get("type") == "missing":
+            msg = "is required"
+        elif err.get("type") == "extra_forbidden":
+            msg = "is not a known field (check the spelling: prompt, negative_prompt, model, mode, schedule, guidance, seed, frames, height, width)"
+        elif err.get("type") == "json_invalid":
+            name, msg = "the request body", "is not valid JSON"
+        messages.append(f"{name}: {msg}")
+    return "; ".join(dict.fromkeys(messages)) or "the request is not valid", field
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        body = {"detail": exc.detail}
+        if exc.field is not None:
+            body["field"] = exc.field
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        message, field = _pydantic_message(exc)
+        return JSONResponse({"detail": message, "field": field}, status_code=422)
+
+
+# ---------------------------------------------------------------------------- admin
+_basic = HTTPBasic(auto_error=False, description="any user name, the admin password")
+_bearer = HTTPBearer(auto_error=False, description="the admin password as the token")
+
+
+def require_admin(
+    request: Request,
+    basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    password = None
+    if bearer is not None:
+        password = bearer.credentials
+    elif basic is not None:
+        password = basic.password
+    else:  # a malformed Authorization header counts as none
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("basic "):
+            try:
+                password = base64.b64decode(header[6:]).decode().partition(":")[2]
+            except Exception:  # noqa: BLE001
+                password = None
+    client = request.client.host if request.client else "?"
+    verdict = guard.check(password, client)
+    if verdict.ok:
+        return
+    if verdict.reason == "missing":
+        raise ApiError(401, verdict.message, headers={"WWW-Authenticate": 'Basic realm="pwan admin", Bearer'})
+    if verdict.reason == "locked":
+        raise ApiError(429, verdict.message, headers={"Retry-After": str(verdict.retry_after)})
+    raise ApiError(403, verdict.message)
+
+
+# ---------------------------------------------------------------------------- routes
+def _video(row: dict, key: str, what: str) -> FileResponse:
+    path = row.get(key)
+    if key == "preview_path" and not path:
+        from workers.runner import preview_path
+
+        candidate = preview_path(row["id"])
+        path = str(candidate) if candidate.is_file() else None
+    if not path or not Path(path).is_file():
+        raise ApiError(404, f"Run {row['id']} has no {what} (status {row['status']}).")
+    return FileResponse(path, media_type="video/mp4", filename=f"run-{row['id']}{'-preview' if key == 'preview_path' else ''}.mp4",
+                        content_disposition_type="inline")
+
+
+def build_router(worker=None) -> APIRouter:
+    """All ``/api`` routes. ``worker``: the embedded worker, if any (for /api/health)."""
+    from workers import api
+
+    r = APIRouter(prefix="/api")
+
+    @r.get("/health", tags=["server"], summary="Is the server up; queue counts; the embedded worker")
+    def health() -> dict:
+        from core import default_preset
+
+        try:
+            counts = api.queue_counts()
+            database = "ok"
+        except Exception as exc:  # noqa: BLE001 - health reports, never fails
+            counts, database = {}, f"error: {type(exc).__name__}: {exc}"
+        return {
+            "status": "ok" if database == "ok" else "degraded",
+            "database": database,
+            "queue": counts,
+            "default_model": default_preset(),
+            "embedded_worker": None if worker is None else {"alive": worker.alive, "restarts": worker.restarts},
+            "admin": bool(__import__("ui.auth", fromlist=["admin_password"]).admin_password()),
+        }
+
+    @r.post("/runs", status_code=201, tags=["runs"], summary="Queue a run; answers the run (with its id)")
+    def post_run(body: RunIn) -> dict:
+        data = body.model_dump()
+        return _call(api.submit_run, data.pop("prompt"), **data)
+
+    @r.get("/runs", tags=["runs"], summary="Runs, newest first")
+    def get_runs(
+        status: Annotated[list[Literal["queued", "running", "done", "failed", "cancelled"]] | None, Query()] = None,
+        model: Annotated[str | None, Query(max_length=64)] = None,
+        search: Annotated[str | None, Query(max_length=2000)] = None,
+        comparison_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    ) -> dict:
+        return _call(api.list_runs, status=status, model=model, search=search,
+                     comparison_id=comparison_id, limit=limit, offset=offset)
+
+    @r.get("/runs/{run_id}", tags=["runs"], summary="One run: status, progress, report, error")
+    def get_run(run_id: Id) -> dict:
+        return _call(api.get_run, run_id)
+
+    @r.get("/runs/{run_id}/video", tags=["runs"], summary="The finished mp4",
+           response_class=FileResponse, responses={200: {"content": {"video/mp4": {}}}})
+    def get_video(run_id: Id):
+        return _video(_call(api.get_run, run_id), "output_path", "video yet")
+
+    @r.get("/runs/{run_id}/preview", tags=["runs"], summary="The low-resolution preview (pyramidal runs)",
+           response_class=FileResponse, responses={200: {"content": {"video/mp4": {}}}})
+    def get_preview(run_id: Id):
+        return _video(_call(api.get_run, run_id), "preview_path", "preview yet")
+
+    @r.post("/runs/{run_id}/cancel", tags=["runs"], summary="Cancel a queued or running run")
+    def cancel(run_id: Id) -> dict:
+        return _call(api.cancel_run, run_id)
+
+    @r.post("/runs/{run_id}/rerun", status_code=201, tags=["runs"], summary="Queue a new run with the same settings")
+    def rerun(run_id: Id) -> dict:
+        return _call(api.rerun, run_id)
+
+    @r.post("/comparisons", status_code=201, tags=["comparisons"],
+            summary="Queue the original and the pyramidal model on the same prompt and seed")
+    def post_comparison(body: ComparisonIn) -> dict:
+        data = body.model_dump()
+        return _call(api.submit_comparison, data.pop("prompt"), **data)
+
+    @r.get("/comparisons/{comparison_id}", tags=["comparisons"], summary="A comparison and its runs")
+    def get_comparison(comparison_id: Id) -> dict:
+        return _call(api.get_comparison, comparison_id)
+
+    @r.get("/compare", tags=["comparisons"], summary="Compare two finished runs: costs and PSNR/SSIM")
+    def compare(a: Annotated[int, Query(ge=1, le=MAX_ID)], b: Annotated[int, Query(ge=1, le=MAX_ID)]) -> dict:
+        from ui import compare as cmp
+
+        return _call(cmp.compare_runs, a, b)
+
+    @r.get("/compare/video", tags=["comparisons"], summary="The two runs side by side, labelled (mp4)",
+           response_class=FileResponse, responses={200: {"content": {"video/mp4": {}}}})
+    def compare_video(a: Annotated[int, Query(ge=1, le=MAX_ID)], b: Annotated[int, Query(ge=1, le=MAX_ID)]):
+        from ui import compare as cmp
+
+        path = _call(cmp.side_by_side, a, b)
+        return FileResponse(path, media_type="video/mp4", filename=Path(path).name)
+
+    # -------------------------------------------------------------- admin
+    admin = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)], tags=["admin"])
+
+    @admin.get("/jobs", summary="Finetune jobs, newest first")
+    def jobs(status: Annotated[Literal["queued", "running", "done", "failed", "cancelled"] | None, Query()] = None,
+             limit: Annotated[int, Query(ge=1, le=500)] = 50,
+             offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0) -> dict:
+        return _call(api.list_jobs, status=status, limit=limit, offset=offset)
+
+    @admin.get("/jobs/{job_id}", summary="One finetune job with its progress and losses")
+    def job(job_id: Id) -> dict:
+        return _call(api.get_job, job_id)
+
+    @admin.post("/jobs/{job_id}/cancel", summary="Cancel a finetune job")
+    def cancel_job(job_id: Id) -> dict:
+        return _call(api.cancel_job, job_id)
+
+    if hasattr(api, "submit_job"):
+        @admin.post("/jobs", status_code=201, summary="Queue a finetune job")
+        def submit_job(body: JobIn) -> dict:
+            data = body.model_dump()
+            return _call(api.submit_job, **data)
+
+    @admin.get("/checkpoints", summary="Model presets and registered checkpoints")
+    def checkpoints() -> list[dict]:
+        return _call(api.list_checkpoints)
+
+    @admin.post("/checkpoints", status_code=201, summary="Register a checkpoint folder")
+    def register(body: CheckpointIn) -> dict:
+        return _call(api.register_checkpoint, body.path, body.base, body.name, body.card)
+
+    @admin.patch("/checkpoints/{checkpoint_id}", summary="Rename a checkpoint")
+    def rename(checkpoint_id: Id, body: RenameIn) -> dict:
+        return _call(api.rename_checkpoint, checkpoint_id, body.name)
+
+    @admin.delete("/checkpoints/{checkpoint_id}", summary="Unregister a checkpoint (its folder stays)")
+    def delete_checkpoint(checkpoint_id: Id) -> dict:
+        return _call(api.delete_checkpoint, checkpoint_id)
+
+    @admin.delete("/runs/{run_id}", summary="Delete a run that is not running, and its video")
+    def delete_run(run_id: Id) -> dict:
+        return _call(api.delete_run, run_id)
+
+    r.include_router(admin)
+    return r

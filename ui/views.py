@@ -1,0 +1,278 @@
+"""What the page shows, as plain functions of run rows (dicts from :mod:`workers.api`).
+
+Nothing here touches the database or Gradio, so every piece is easy to test.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import math
+from typing import Any
+
+SCHEDULE_PRESETS = ["2-2-1", "10-10-5", "20-20-10", "0-0-50"]
+DEFAULT_SCHEDULE = "2-2-1"
+#: (height, width) candidates; each plan keeps those it accepts (StagePlan.valid_sizes).
+SIZE_CANDIDATES = [(64, 64), (128, 128), (192, 192), (256, 256), (384, 384), (512, 512),
+                   (256, 448), (448, 256), (480, 832), (832, 480)]
+FRAME_CANDIDATES = [1, 9, 17, 33, 49, 81]
+DEFAULT_SIZE = "17 x 128 x 128"
+FINAL = ("done", "failed", "cancelled")
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+# ---------------------------------------------------------------------------- plans and sizes
+def plan_for(schedule: str):
+    """The StagePlan of ``schedule`` or a RequestError."""
+    from core import StagePlan
+
+    return StagePlan.parse(schedule)
+
+
+def size_label(frames: int, height: int, width: int) -> str:
+    return f"{frames} x {height} x {width}"
+
+
+def parse_size(label: str) -> tuple[int, int, int]:
+    """``"17 x 128 x 128"`` -> (17, 128, 128) (frames, height, width)."""
+    try:
+        f, h, w = (int(p) for p in str(label).lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise ValueError(f"size {label!r} is not valid; pick one like {DEFAULT_SIZE}") from None
+    return f, h, w
+
+
+def valid_sizes(schedule: str) -> list[str]:
+    """Every frames x height x width the plan of ``schedule`` accepts (empty if it does not parse)."""
+    from core import RequestError
+
+    try:
+        plan = plan_for(schedule)
+    except RequestError:
+        return []
+    fm = plan.frame_multiple
+    frames = [f for f in FRAME_CANDIDATES if (f - 1) % fm == 0]
+    return [size_label(f, h, w) for h, w in plan.valid_sizes(SIZE_CANDIDATES) for f in frames]
+
+
+def baseline_of(schedule: str) -> str:
+    from workers.api import ValidationError, baseline_schedule
+
+    try:
+        return baseline_schedule(schedule)
+    except ValidationError:
+        return schedule
+
+
+def parse_guidance(text: Any) -> float | list[float]:
+    """``"5"`` -> 5.0, ``"7, 5, 3"`` -> [7.0, 5.0, 3.0] (one per stage)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    parts = [p.strip() for p in str(text or "").replace(";", ",").split(",") if p.strip()]
+    if not parts:
+        return 5.0
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(
+            f"guidance {text!r} is not valid: write one number (5) or one per stage (7, 5, 3)"
+        ) from None
+    return values[0] if len(values) == 1 else values
+
+
+# ---------------------------------------------------------------------------- numbers
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "–"
+    if s < 60:
+        return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
+    m, s = divmod(int(round(s)), 60)
+    return f"{m} min {s:02d} s"
+
+
+def fmt_tflops(t: float | None) -> str:
+    if t is None:
+        return "–"
+    if t >= 1:
+        return f"{t:,.1f}"
+    return f"{t:.3g}"
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value.rstrip("Z")) if value else None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def eta_seconds(row: dict, now: dt.datetime | None = None) -> float | None:
+    """Time left from the running time so far and the fraction done (None: unknown yet)."""
+    started = _parse_time(row.get("started_at"))
+    fraction = row.get("fraction") or 0.0
+    if row.get("status") != "running" or started is None or fraction <= 0.02:
+        return None
+    elapsed = ((now or _now()) - started).total_seconds()
+    return max(elapsed * (1 - fraction) / fraction, 0.0)
+
+
+def speedup(row: dict, original: dict | None) -> dict[str, float | None]:
+    """Speed-up of ``row`` against ``original`` in denoising seconds, total seconds and TFLOPs."""
+    def ratio(a, b):
+        return b / a if a and b and a > 0 else None
+
+    if not original:
+        return {"denoise": None, "total": None, "tflops": None}
+    s, o = (row.get("report") or {}).get("seconds", {}), (original.get("report") or {}).get("seconds", {})
+    return {
+        "denoise": ratio(s.get("denoise"), o.get("denoise")),
+        "total": ratio(s.get("total"), o.get("total")),
+        "tflops": ratio(row.get("tflops"), original.get("tflops")),
+    }
+
+
+def fmt_ratio(r: float | None) -> str:
+    return "–" if r is None or not math.isfinite(r) else f"{r:.2f}x"
+
+
+def model_label(row: dict) -> str:
+    return f"{row['model']} + {row['checkpoint_name']}" if row.get("checkpoint_name") else row["model"]
+
+
+def run_title(row: dict) -> str:
+    prompt = row["prompt"] if len(row["prompt"]) <= 40 else row["prompt"][:39] + "…"
+    return f"#{row['id']} {row['mode']} {row['schedule']} · {prompt}"
+
+
+# ---------------------------------------------------------------------------- HTML pieces
+def status_badge(status: str) -> str:
+    return f'<span class="pw-badge pw-{esc(status)}">{esc(status)}</span>'
+
+
+def progress_html(row: dict, label: str | None = None) -> str:
+    """A progress card: status, stage, step, fraction bar and time left."""
+    status = row["status"]
+    frac = 1.0 if status == "done" else float(row.get("fraction") or 0.0)
+    parts = [f"<b>{esc(label or run_title(row))}</b> {status_badge(status)}"]
+    detail = ""
+    if status == "queued":
+        detail = "waiting for a worker…"
+    elif status == "running":
+        if row.get("stage") is None:
+            detail = "loading the model…"
+        else:
+            detail = (f"stage {row['stage'] + 1}/{row.get('stages') or '?'} · "
+                      f"step {row.get('step') or 0}/{row.get('steps') or '?'} · {frac:.0%}")
+            eta = eta_seconds(row)
+            if eta is not None:
+                detail += f" · about {fmt_seconds(eta)} left"
+    elif status == "done":
+        detail = f"finished in {fmt_seconds(row.get('total_seconds'))}"
+    elif status == "failed":
+        detail = esc(row.get("error") or "failed")
+    elif status == "cancelled":
+        detail = "cancelled"
+    return (
+        f'<div class="pw-progress" data-run="{row["id"]}" data-status="{esc(status)}">'
+        f'<div class="pw-progress-head">{" ".join(parts)}</div>'
+        f'<div class="pw-bar"><div style="width:{frac * 100:.1f}%"></div></div>'
+        f'<div class="pw-progress-detail">{detail}</div></div>'
+    )
+
+
+def video_html(src: str, label: str, group: str | None = None, note: str = "") -> str:
+    """A looping, muted, autoplaying video (a ``data-sync`` group plays in step)."""
+    sync = f' data-sync="{esc(group)}"' if group else ""
+    return (
+        f'<figure class="pw-video"><video src="{esc(src)}" autoplay muted loop playsinline controls'
+        f'{sync}></video><figcaption>{esc(label)}{(" · " + esc(note)) if note else ""}'
+        f"</figcaption></figure>"
+    )
+
+
+def videos_html(rows: list[dict], group: str) -> str:
+    figs = [video_html(f"/api/runs/{r['id']}/video?v={esc(r.get('finished_at') or '')}",
+                       f"{r['mode']} {r['schedule']}", group, f"run #{r['id']}")
+            for r in rows]
+    play = (f'<button class="pw-sync-play" data-sync-target="{esc(group)}">⟲ play both from the start'
+            "</button>" if len(rows) > 1 else "")
+    return f'<div class="pw-videos">{"".join(figs)}</div>{play}'
+
+
+def preview_html(run_id: int, stamp: str = "") -> str:
+    return (
+        '<div class="pw-preview">'
+        + video_html(f"/api/runs/{run_id}/preview?v={esc(stamp)}",
+                     "low-resolution preview (lowest stage)", None)
+        + "<p>The lowest stage already fixes the layout and motion: this preview costs a "
+          "fraction of the full video.</p></div>"
+    )
+
+
+def run_card(row: dict, original: dict | None = None) -> str:
+    """Markdown card: seed, plan, seconds per stage, TFLOPs, memory, speed-up."""
+    report = row.get("report") or {}
+    seconds = report.get("seconds", {})
+    stages = seconds.get("stages") or []
+    tf_stages = report.get("tflops_per_stage") or []
+    lines = [
+        f"**Run #{row['id']}** · {status_badge(row['status'])} · model `{model_label(row)}` · "
+        f"{row['mode']} `{row['schedule']}` · seed `{row['seed']}` · "
+        f"{row['frames']} x {row['height']} x {row['width']} · guidance "
+        f"{', '.join(f'{g:g}' for g in row.get('guidance') or [])}",
+        "",
+        f"> {row['prompt']}",
+        "",
+    ]
+    if row["status"] == "done":
+        lines += [
+            "| | seconds | TFLOPs |", "|---|---:|---:|",
+            f"| encode prompt | {fmt_seconds(seconds.get('encode'))} | |",
+        ]
+        for i, s in enumerate(stages):
+            tf = fmt_tflops(tf_stages[i]) if i < len(tf_stages) else "–"
+            lines.append(f"| stage {i + 1} | {fmt_seconds(s)} | {tf} |")
+        lines += [
+            f"| decode | {fmt_seconds(seconds.get('decode'))} | |",
+            f"| **total** | **{fmt_seconds(seconds.get('total'))}** | **{fmt_tflops(row.get('tflops'))}** |",
+            "",
+            f"Model load {fmt_seconds(row.get('load_seconds'))} · peak memory "
+            f"{row.get('peak_memory_mb') or 0:,.0f} MB",
+        ]
+        if original and original.get("status") == "done" and original["id"] != row["id"]:
+            sp = speedup(row, original)
+            lines += ["", f"**Speed-up against the original (run #{original['id']}):** "
+                      f"{fmt_ratio(sp['tflops'])} fewer TFLOPs · {fmt_ratio(sp['denoise'])} faster "
+                      f"denoising · {fmt_ratio(sp['total'])} faster in total"]
+    elif row.get("error"):
+        lines.append(f"**Error:** {row['error']}")
+    return "\n".join(lines)
+
+
+def compare_table(a: dict, b: dict) -> list[list[str]]:
+    """Rows of the comparison table: phase/stage seconds, TFLOPs, memory, speed-up (b vs a)."""
+    ra, rb = a.get("report") or {}, b.get("report") or {}
+    sa, sb = ra.get("seconds", {}), rb.get("seconds", {})
+
+    def ratio(x, y):  # how many times ``b`` is cheaper than ``a``
+        return fmt_ratio(x / y) if x and y else "–"
+
+    rows = [["run", f"#{a['id']} {a['mode']} {a['schedule']}", f"#{b['id']} {b['mode']} {b['schedule']}", ""]]
+    rows.append(["model load (s)", _n(a.get("load_seconds")), _n(b.get("load_seconds")), ""])
+    for phase in ("encode", "denoise", "decode", "total"):
+        rows.append([f"{phase} (s)", _n(sa.get(phase)), _n(sb.get(phase)), ratio(sa.get(phase), sb.get(phase))])
+    st_a, st_b = sa.get("stages") or [], sb.get("stages") or []
+    for i in range(max(len(st_a), len(st_b))):
+        rows.append([f"stage {i + 1} (s)", _n(st_a[i] if i < len(st_a) else None),
+                     _n(st_b[i] if i < len(st_b) else None), ""])
+    rows.append(["TFLOPs", fmt_tflops(a.get("tflops")), fmt_tflops(b.get("tflops")),
+                 ratio(a.get("tflops"), b.get("tflops"))])
+    rows.append(["peak memory (MB)", _n(a.get("peak_memory_mb"), 0), _n(b.get("peak_memory_mb"), 0),
+                 ratio(a.get("peak_memory_mb"), b.get("peak_memory_mb"))])
+    return rows
+
+
+def _n(v: float | None, digits: int = 2) -> str:
+    return "–" if v is None else f"{v:,.{digits}f}"
