@@ -9,6 +9,7 @@ input a person must change, 404 for an unknown id, 409 for an action the state d
 from __future__ import annotations
 
 import base64
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -173,6 +174,17 @@ def require_admin(
     raise ApiError(403, verdict.message)
 
 
+def _finite(value):
+    """JSON has no infinity: identical frames (PSNR = inf) are answered as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 # ---------------------------------------------------------------------------- routes
 def _video(row: dict, key: str, what: str) -> FileResponse:
     path = row.get(key)
@@ -264,7 +276,7 @@ def build_router(worker=None) -> APIRouter:
     def compare(a: Annotated[int, Query(ge=1, le=MAX_ID)], b: Annotated[int, Query(ge=1, le=MAX_ID)]) -> dict:
         from ui import compare as cmp
 
-        return _call(cmp.compare_runs, a, b)
+        return _finite(_call(cmp.compare_runs, a, b))
 
     @r.get("/compare/video", tags=["comparisons"], summary="The two runs side by side, labelled (mp4)",
            response_class=FileResponse, responses={200: {"content": {"video/mp4": {}}}})

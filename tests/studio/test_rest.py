@@ -1,0 +1,228 @@
+"""The REST API: every route, every bad input of the queue issue (422, nothing written), admin
+routes without or with a wrong password (401/403), and the admin guard's rate limit."""
+from __future__ import annotations
+
+import pytest
+
+from tests.studio.conftest import ADMIN_PASSWORD, TINY_RUN
+
+pytestmark = pytest.mark.timeout(300)
+
+GOOD = {"prompt": "a red circle moves to the right", "seed": 3, **TINY_RUN}
+ADMIN = {"Authorization": f"Bearer {ADMIN_PASSWORD}"}
+
+
+# ---------------------------------------------------------------------------- basics
+def test_health_and_openapi(bare_studio):
+    health = bare_studio.http.get("/api/health").json()
+    assert health["status"] == "ok" and health["database"] == "ok"
+    assert health["default_model"] == "tiny" and health["embedded_worker"] is None and health["admin"] is True
+    spec = bare_studio.http.get("/openapi.json").json()
+    for path in ("/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/video", "/api/runs/{run_id}/cancel",
+                 "/api/comparisons", "/api/health", "/api/admin/jobs", "/api/admin/checkpoints"):
+        assert path in spec["paths"], path
+    assert bare_studio.http.get("/docs").status_code == 200
+
+
+def test_post_get_list_cancel_a_run(bare_studio):
+    http = bare_studio.http
+    r = http.post("/api/runs", json={**GOOD, "guidance": [7, 5, 3], "negative_prompt": "blurry"})
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert run["status"] == "queued" and run["id"] >= 1 and run["guidance"] == [7.0, 5.0, 3.0]
+    row = http.get(f"/api/runs/{run['id']}").json()
+    for key in ("status", "stage", "step", "steps", "fraction", "report", "error"):
+        assert key in row
+    assert {k: row[k] for k in GOOD} == GOOD
+    listed = http.get("/api/runs", params={"status": "queued", "search": "red circle"}).json()
+    assert run["id"] in [item["id"] for item in listed["items"]] and listed["total"] >= 1
+    assert http.get("/api/runs", params={"status": "done"}).json()["items"] == []
+    missing = http.get(f"/api/runs/{run['id']}/video")
+    assert missing.status_code == 404 and "no video" in missing.json()["detail"]
+    assert http.get(f"/api/runs/{run['id']}/preview").status_code == 404
+    cancelled = http.post(f"/api/runs/{run['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert http.post(f"/api/runs/{run['id']}/cancel").json()["status"] == "cancelled"  # idempotent
+    again = http.post(f"/api/runs/{run['id']}/rerun")
+    assert again.status_code == 201 and again.json()["seed"] == 3 and again.json()["id"] != run["id"]
+    http.post(f"/api/runs/{again.json()['id']}/cancel")
+
+
+def test_random_seed_is_stored(bare_studio):
+    body = {k: v for k, v in GOOD.items() if k != "seed"}
+    run = bare_studio.http.post("/api/runs", json=body).json()
+    assert isinstance(run["seed"], int) and 0 <= run["seed"] < 2**32
+    bare_studio.http.post(f"/api/runs/{run['id']}/cancel")
+
+
+def test_post_comparison_queues_original_and_pyramid(bare_studio):
+    r = bare_studio.http.post("/api/comparisons", json={**{k: v for k, v in GOOD.items() if k != "schedule"},
+                                                         "schedule": "2-2-1"})
+    assert r.status_code == 201, r.text
+    group = r.json()
+    original, pyramid = group["runs"]
+    assert (original["mode"], original["schedule"]) == ("original", "0-0-5")
+    assert (pyramid["mode"], pyramid["schedule"]) == ("pyramidal", "2-2-1")
+    assert original["seed"] == pyramid["seed"] == 3 == group["seed"]
+    assert bare_studio.http.get(f"/api/comparisons/{group['id']}").json()["id"] == group["id"]
+    for run in group["runs"]:
+        bare_studio.http.post(f"/api/runs/{run['id']}/cancel")
+
+
+# ---------------------------------------------------------------------------- bad inputs
+BAD_RUNS = {
+    "empty prompt": ({"prompt": ""}, "prompt", "empty"),
+    "blank prompt": ({"prompt": "   \n "}, "prompt", "empty"),
+    "5000-character prompt": ({"prompt": "a" * 5000}, "prompt", "5,000 characters"),
+    "no prompt": ({"prompt": None, "drop_prompt": True}, "prompt", "required"),
+    "unknown preset": ({"model": "wan9-huge"}, "model", "unknown model"),
+    "unknown checkpoint name": ({"checkpoint": "nope"}, "checkpoint", "unknown checkpoint"),
+    "unknown checkpoint id": ({"checkpoint": 999}, "checkpoint", "unknown checkpoint"),
+    "schedule not numbers": ({"schedule": "fast"}, "schedule", "not valid"),
+    "schedule without steps": ({"schedule": "0-0-0"}, "schedule", "no steps"),
+    "schedule with a hole": ({"schedule": "2-0-1"}, "schedule", "nearest valid"),
+    "schedule with 5 stages": ({"schedule": "1-1-1-1-1"}, "schedule", "at most 4"),
+    "original with a pyramid": ({"mode": "original"}, "schedule", "full resolution"),
+    "frames not 1+16k": ({"frames": 18}, "frames", "nearest valid shape"),
+    "height not a multiple": ({"height": 100}, "height", "multiple of 64"),
+    "width zero": ({"width": 0}, "width", "multiple of 64"),
+    "huge frames": ({"frames": 10**9}, "frames", "less than or equal"),
+    "negative seed": ({"seed": -1}, "seed", "0 to 4,294,967,295"),
+    "seed too large": ({"seed": 2**32}, "seed", "0 to 4,294,967,295"),
+    "seed not a number": ({"seed": "lucky"}, "seed", "valid integer"),
+    "unknown mode": ({"mode": "turbo"}, "mode", "pyramidal"),
+    "guidance out of range": ({"guidance": 50}, "guidance", "out of range"),
+    "guidance per stage, wrong count": ({"guidance": [5, 4]}, "guidance", "one per stage"),
+    "misspelt field": ({"promt": "x"}, "promt", "not a known field"),
+}
+
+
+@pytest.mark.parametrize("change", list(BAD_RUNS.values()), ids=list(BAD_RUNS))
+def test_bad_run_is_422_with_a_message_and_writes_nothing(bare_studio, change):
+    patch, field, words = change
+    body = {**GOOD, **{k: v for k, v in patch.items() if k != "drop_prompt"}}
+    if patch.get("drop_prompt"):
+        body.pop("prompt")
+    before = bare_studio.run_count()
+    r = bare_studio.http.post("/api/runs", json=body)
+    assert r.status_code == 422, r.text
+    error = r.json()
+    assert error["field"] == field and words in error["detail"], error
+    assert "Traceback" not in error["detail"] and len(error["detail"]) < 600
+    assert bare_studio.run_count() == before
+
+
+@pytest.mark.parametrize("patch", [{"prompt": ""}, {"prompt": "a" * 5000}, {"model": "nope"},
+                                   {"schedule": "x"}, {"height": 100}, {"seed": -5}],
+                         ids=["empty", "long", "model", "schedule", "shape", "seed"])
+def test_bad_comparison_is_422_and_writes_nothing(bare_studio, patch):
+    before = bare_studio.run_count()
+    r = bare_studio.http.post("/api/comparisons", json={**GOOD, **patch})
+    assert r.status_code == 422 and r.json()["detail"]
+    assert bare_studio.run_count() == before
+
+
+def test_malformed_json_and_bad_ids(bare_studio):
+    http = bare_studio.http
+    r = http.post("/api/runs", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
+    assert http.get("/api/runs/0").status_code == 422
+    assert http.get("/api/runs/abc").status_code == 422
+    for path in ("/api/runs/999999", "/api/runs/999999/video", "/api/comparisons/999999"):
+        r = http.get(path)
+        assert r.status_code == 404 and "999999" in r.json()["detail"], path
+    assert http.post("/api/runs/999999/cancel").status_code == 404
+    assert http.get("/api/runs", params={"status": "sleeping"}).status_code == 422
+    assert http.get("/api/runs", params={"limit": 0}).status_code == 422
+
+
+# ---------------------------------------------------------------------------- admin
+ADMIN_ROUTES = [("GET", "/api/admin/jobs"), ("GET", "/api/admin/jobs/1"), ("POST", "/api/admin/jobs/1/cancel"),
+                ("GET", "/api/admin/checkpoints"), ("POST", "/api/admin/checkpoints"),
+                ("PATCH", "/api/admin/checkpoints/1"), ("DELETE", "/api/admin/checkpoints/1"),
+                ("DELETE", "/api/admin/runs/1")]
+
+
+@pytest.mark.parametrize("method,path", ADMIN_ROUTES)
+def test_admin_routes_need_the_password(bare_studio, method, path):
+    r = bare_studio.http.request(method, path, json={})
+    assert r.status_code == 401 and "password" in r.json()["detail"]
+    assert "Basic" in r.headers["www-authenticate"]
+
+
+def test_wrong_password_is_403_right_one_works(studio, tmp_path):
+    http = studio.http
+    assert http.get("/api/admin/jobs", auth=("admin", "wrong")).status_code == 403
+    assert http.get("/api/admin/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert http.get("/api/admin/jobs", auth=("anyone", ADMIN_PASSWORD)).status_code == 200
+    jobs = http.get("/api/admin/jobs", headers=ADMIN).json()
+    assert jobs["items"] == [] and jobs["total"] == 0
+    assert http.get("/api/admin/jobs/7", headers=ADMIN).status_code == 404
+    assert http.post("/api/admin/jobs/7/cancel", headers=ADMIN).status_code == 404
+
+    # checkpoints: register, list, rename, use, delete
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    bad = http.post("/api/admin/checkpoints", headers=ADMIN, json={"path": str(tmp_path / "none"), "base": "tiny", "name": "x"})
+    assert bad.status_code == 422 and bad.json()["field"] == "path"
+    r = http.post("/api/admin/checkpoints", headers=ADMIN, json={"path": str(folder), "base": "tiny", "name": "my-ckpt"})
+    assert r.status_code == 201, r.text
+    ckpt = r.json()
+    names = [c["name"] for c in http.get("/api/admin/checkpoints", headers=ADMIN).json()]
+    assert "tiny" in names and "my-ckpt" in names
+    renamed = http.patch(f"/api/admin/checkpoints/{ckpt['id']}", headers=ADMIN, json={"name": "renamed"})
+    assert renamed.status_code == 200 and renamed.json()["name"] == "renamed"
+    assert http.patch(f"/api/admin/checkpoints/{ckpt['id']}", headers=ADMIN, json={"name": ""}).status_code == 422
+    deleted = http.delete(f"/api/admin/checkpoints/{ckpt['id']}", headers=ADMIN)
+    assert deleted.status_code == 200 and deleted.json()["name"] == "renamed"
+    assert http.delete(f"/api/admin/checkpoints/{ckpt['id']}", headers=ADMIN).status_code == 404
+
+
+def test_admin_guard_rate_limits_wrong_passwords(monkeypatch):
+    from ui.auth import AdminGuard
+
+    monkeypatch.setenv("PWAN_ADMIN_PASSWORD", "right")
+    now = [0.0]
+    guard = AdminGuard(max_failures=3, window=60, clock=lambda: now[0])
+    assert [guard.check("wrong", "ip").reason for _ in range(3)] == ["wrong"] * 3
+    locked = guard.check("right", "ip")
+    assert not locked.ok and locked.reason == "locked" and locked.retry_after == 60
+    assert guard.check("right", "other-ip").ok  # per client
+    now[0] = 61.0
+    assert guard.check("right", "ip").ok
+    assert guard.check(None, "ip").reason == "missing"
+    monkeypatch.delenv("PWAN_ADMIN_PASSWORD")
+    assert guard.check("right", "ip").reason == "off"
+
+
+# ---------------------------------------------------------------------------- with a worker
+def test_finished_runs_video_preview_compare_and_delete(studio, done_comparison):
+    http = studio.http
+    group, (original, pyramid) = done_comparison
+    assert original["mode"] == "original" and pyramid["mode"] == "pyramidal"
+    report = pyramid["report"]
+    assert len(report["seconds"]["stages"]) == 3 and len(report["tflops_per_stage"]) == 3
+    assert pyramid["tflops"] < original["tflops"]
+    video = http.get(f"/api/runs/{pyramid['id']}/video")
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    assert video.content[4:8] == b"ftyp"
+    preview = http.get(f"/api/runs/{pyramid['id']}/preview")
+    assert preview.status_code == 200 and preview.content[4:8] == b"ftyp"
+
+    cmp = http.get("/api/compare", params={"a": original["id"], "b": pyramid["id"]}).json()
+    assert cmp["quality"]["comparable"] and cmp["quality"]["frames"] == 17
+    assert 0 < cmp["quality"]["psnr_mean"] < 100 and -1 <= cmp["quality"]["ssim_mean"] <= 1
+    assert cmp["speedup"]["tflops"] > 1
+    same = http.get("/api/compare", params={"a": pyramid["id"], "b": pyramid["id"]}).json()
+    assert same["quality"]["psnr_mean"] is None or same["quality"]["ssim_mean"] == pytest.approx(1.0)
+    sbs = http.get("/api/compare/video", params={"a": original["id"], "b": pyramid["id"]})
+    assert sbs.status_code == 200 and sbs.content[4:8] == b"ftyp"
+
+    # delete needs admin; a deleted run is gone with its video
+    again = http.post(f"/api/runs/{pyramid['id']}/rerun").json()
+    assert again["seed"] == pyramid["seed"] and again["schedule"] == "2-2-1"
+    studio.wait_run(again["id"])
+    assert http.delete(f"/api/admin/runs/{again['id']}").status_code == 401
+    assert http.delete(f"/api/admin/runs/{again['id']}", headers=ADMIN).status_code == 200
+    assert http.get(f"/api/runs/{again['id']}").status_code == 404
+    assert http.get(f"/api/runs/{again['id']}/video").status_code == 404
