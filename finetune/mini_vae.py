@@ -1,0 +1,175 @@
+"""Phase 1 of the mini-world recipe: a small ``AutoencoderKLWan`` trained on the procedural world.
+
+The Wan VAE is convolutional and causal in time, so it trains on crops (a few frames, a spatial
+window) and runs on whole 17x128x128 clips. Resumable: every ``save_every`` steps the model,
+optimiser, step, RNG states and the compute spent so far are written to ``out/state.pt``; running
+again continues from there. At the end the latent statistics (per channel mean and std over the
+training clips) go into the VAE config, as Wan's ``latents_mean`` / ``latents_std``, and the model
+is saved in diffusers format to ``out/vae``.
+
+    python -m finetune.mini_vae --out data/mini/vae --steps 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .world import WorldConfig, make_clip
+
+
+@dataclass
+class VAEConfig:
+    out: str = "data/mini/vae"
+    steps: int = 3000
+    batch: int = 4
+    crop: int = 64  # spatial crop
+    crop_frames: int = 5  # 1 + 4k frames per crop (causal VAE)
+    lr: float = 1e-3
+    kl_weight: float = 1e-6
+    base_dim: int = 16
+    dim_mult: list = field(default_factory=lambda: [1, 2, 4, 4])
+    train_clips: int = 2000  # seeds [0, train_clips) train, then held-out seeds
+    eval_clips: int = 16
+    save_every: int = 50
+    eval_every: int = 250
+    threads: int = 0  # 0: torch default
+    seed: int = 0
+
+
+def build_vae(cfg: VAEConfig, latents_mean=None, latents_std=None):
+    from diffusers import AutoencoderKLWan
+
+    kw = {}
+    if latents_mean is not None:
+        kw = dict(latents_mean=list(map(float, latents_mean)), latents_std=list(map(float, latents_std)))
+    return AutoencoderKLWan(base_dim=cfg.base_dim, z_dim=16, dim_mult=list(cfg.dim_mult), num_res_blocks=1,
+                            temperal_downsample=[False, True, True], **kw)
+
+
+def to_vae_input(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float (3, T, H, W) in [-1, 1]."""
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two videos in [-1, 1]."""
+    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2).pow(2).mean().item()
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def _batch(rng: np.random.Generator, cfg: VAEConfig, world: WorldConfig) -> torch.Tensor:
+    out = []
+    for _ in range(cfg.batch):
+        frames, _, _ = make_clip(int(rng.integers(0, cfg.train_clips)), world)
+        t0 = int(rng.integers(0, frames.shape[0] - cfg.crop_frames + 1))
+        y, x = (int(v) for v in rng.integers(0, world.size - cfg.crop + 1, size=2))
+        out.append(to_vae_input(frames[t0:t0 + cfg.crop_frames, y:y + cfg.crop, x:x + cfg.crop]))
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def evaluate(vae, cfg: VAEConfig, world: WorldConfig) -> float:
+    vae.eval()
+    scores = []
+    for i in range(cfg.eval_clips):
+        frames, _, _ = make_clip(10_000_000 + i, world)  # held out
+        x = to_vae_input(frames)[None]
+        rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
+        scores.append(psnr(rec, x))
+    vae.train()
+    return float(np.mean(scores))
+
+
+@torch.no_grad()
+def latent_stats(vae, cfg: VAEConfig, world: WorldConfig, clips: int = 64) -> tuple[list, list]:
+    vae.eval()
+    zs = []
+    for i in range(clips):
+        frames, _, _ = make_clip(i, world)
+        zs.append(vae.encode(to_vae_input(frames)[None]).latent_dist.mode())
+    z = torch.cat(zs)  # (N, 16, T, H, W)
+    return z.mean(dim=(0, 2, 3, 4)).tolist(), z.std(dim=(0, 2, 3, 4)).clamp_min(1e-3).tolist()
+
+
+def train(cfg: VAEConfig, log=print) -> dict:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    world = WorldConfig()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    vae = build_vae(cfg)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    step, seconds, history = 0, 0.0, []
+    rng = np.random.default_rng(cfg.seed)
+    state_path = out / "state.pt"
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, seconds, history = state["step"], state["seconds"], state["history"]
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        log(f"resumed at step {step} ({seconds / 3600:.2f} CPU-h so far)")
+    vae.train()
+    while step < cfg.steps:
+        t0 = time.perf_counter()
+        lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = _batch(rng, cfg, world)
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        rec_loss = (rec - x).abs().mean() + (rec - x).pow(2).mean()
+        loss = rec_loss + cfg.kl_weight * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        seconds += time.perf_counter() - t0
+        if step % 10 == 0:
+            log(f"vae step {step}/{cfg.steps} loss {rec_loss.item():.4f} lr {lr:.2e} ({seconds / step:.2f}s/step)")
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            p = evaluate(vae, cfg, world)
+            history.append({"step": step, "psnr": p, "loss": rec_loss.item()})
+            log(f"vae step {step}: held-out PSNR {p:.2f} dB")
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            tmp = out / "state.pt.tmp"
+            torch.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "seconds": seconds,
+                        "history": history, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                        "config": asdict(cfg)}, tmp)
+            tmp.replace(state_path)
+    mean, std = latent_stats(vae, cfg, world)
+    final = build_vae(cfg, mean, std)
+    final.load_state_dict(vae.state_dict())
+    final.save_pretrained(str(out / "vae"), safe_serialization=True)
+    summary = {"steps": step, "cpu_seconds": seconds, "history": history,
+               "psnr": history[-1]["psnr"] if history else None, "config": asdict(cfg)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m finetune.mini_vae")
+    for f in VAEConfig.__dataclass_fields__.values():
+        if f.name == "dim_mult":
+            continue
+        ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(VAEConfig(), f.name)),
+                        default=getattr(VAEConfig(), f.name))
+    args = vars(ap.parse_args(argv))
+    summary = train(VAEConfig(**args), log=lambda m: print(m, flush=True))
+    print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
