@@ -11,6 +11,7 @@ stock ``WanPipeline`` run on identical components.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,25 @@ def _build_tiny(device: torch.device) -> Components:
                       info={"source": "random weights (seed 0), built in code"})
 
 
+def _load_folder(source: str, device: torch.device, dtype: torch.dtype):
+    """transformer/, vae/, text_encoder/, tokenizer/ of a diffusers-format Wan folder or hub id."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import AutoTokenizer, UMT5EncoderModel
+
+    transformer = WanTransformer3DModel.from_pretrained(source, subfolder="transformer", torch_dtype=dtype)
+    vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", torch_dtype=torch.float32)
+    text_encoder = UMT5EncoderModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer")
+    for m in (transformer, vae, text_encoder):
+        m.eval().requires_grad_(False).to(device)
+    return transformer, vae, text_encoder, tokenizer
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
 def _build_wan13b(device: torch.device) -> Components:
     source = os.environ.get("PWAN_WAN_PATH") or WAN_HUB_ID
     if os.environ.get("PWAN_WAN_PATH") and not Path(source).is_dir():
@@ -146,31 +166,50 @@ def _build_wan13b(device: torch.device) -> Components:
             f"PWAN_WAN_PATH={source!r} is not a folder. Point it at a downloaded copy of {WAN_HUB_ID} "
             "(diffusers format: transformer/, vae/, text_encoder/, tokenizer/)."
         )
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     try:
-        from diffusers import AutoencoderKLWan, WanTransformer3DModel
-        from transformers import AutoTokenizer, UMT5EncoderModel
-
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        transformer = WanTransformer3DModel.from_pretrained(source, subfolder="transformer", torch_dtype=dtype)
-        vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", torch_dtype=torch.float32)
-        text_encoder = UMT5EncoderModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer")
+        parts = _load_folder(source, device, dtype)
     except Exception as exc:  # noqa: BLE001 - turned into a message a person can act on
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
-            f"Could not load Wan2.1-T2V-1.3B from {source!r}: {reason}. Download it on a machine with internet "
-            f"(`huggingface-cli download {WAN_HUB_ID} --local-dir /path/to/wan`), copy it here and set "
+            f"Could not load Wan2.1-T2V-1.3B from {source!r}: {_first_line(exc)}. Download it on a machine with "
+            f"internet (`huggingface-cli download {WAN_HUB_ID} --local-dir /path/to/wan`), copy it here and set "
             "PWAN_WAN_PATH=/path/to/wan; or choose the 'tiny' model."
         ) from exc
-    for m in (transformer, vae, text_encoder):
-        m.eval().requires_grad_(False).to(device)
-    return Components(transformer, vae, text_encoder, tokenizer, flow_shift=3.0, max_sequence_length=512,
-                      info={"source": source})
+    return Components(*parts, flow_shift=3.0, max_sequence_length=512, info={"source": source})
+
+
+MINI_DIR = Path(__file__).resolve().parent.parent / "models" / "mini"
+
+
+def mini_path() -> Path:
+    return Path(os.environ.get("PWAN_MINI_PATH") or MINI_DIR)
+
+
+def mini_available() -> bool:
+    return (mini_path() / "transformer" / "config.json").is_file()
+
+
+def _build_mini(device: torch.device) -> Components:
+    """The small model trained on the procedural world (``python -m finetune mini-world``)."""
+    path = mini_path()
+    if not mini_available():
+        raise ModelLoadError(
+            f"the mini model is not at {path}: train it with `python -m finetune mini-world` "
+            "(or set PWAN_MINI_PATH), or choose the 'tiny' model."
+        )
+    try:
+        parts = _load_folder(str(path), device, torch.float32)
+        card = json.loads((path / "card.json").read_text()) if (path / "card.json").is_file() else {}
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"the mini model at {path} could not be loaded: {_first_line(exc)}") from exc
+    return Components(*parts, flow_shift=float(card.get("flow_shift", 3.0)),
+                      max_sequence_length=int(card.get("max_sequence_length", 64)), info={"source": str(path)})
 
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset("tiny", "random weights, 2 layers: for tests and quick CPU checks", _build_tiny),
     "wan2.1-1.3b": Preset("wan2.1-1.3b", "Wan2.1-T2V-1.3B (diffusers format)", _build_wan13b, needs_gpu=True),
+    "mini": Preset("mini", "small model trained on the procedural world: real videos on a CPU", _build_mini),
 }
 
 
@@ -179,7 +218,8 @@ def register_preset(preset: Preset) -> None:
 
 
 def list_presets() -> list[str]:
-    return list(PRESETS)
+    """Presets a request may name: ``mini`` only once its trained weights are there."""
+    return [name for name in PRESETS if name != "mini" or mini_available()]
 
 
 def default_preset() -> str:
@@ -189,7 +229,7 @@ def default_preset() -> str:
         return env
     if torch.cuda.is_available():
         return "wan2.1-1.3b"
-    return "mini" if "mini" in PRESETS else "tiny"
+    return "mini" if mini_available() else "tiny"
 
 
 def default_device() -> torch.device:
