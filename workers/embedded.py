@@ -117,13 +117,15 @@ class EmbeddedWorker:
             log.info("embedded worker %s started (pid %s)", self.nodename, self.pid)
 
     def wait_ready(self, timeout: float = 120.0) -> bool:
-        """Wait until the worker announced itself (consuming). False on timeout or exit."""
+        """Wait until the worker announced itself (consuming). False on timeout, or when the
+        process exited and no supervisor will restart it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.alive:
+            if self.alive:
+                if self._ready_file().is_file():
+                    return True
+            elif self._supervisor is None or not self._supervisor.is_alive():
                 return False
-            if self._ready_file().is_file():
-                return True
             time.sleep(0.1)
         return False
 

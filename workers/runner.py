@@ -109,8 +109,15 @@ def _describe_crash(exc: BaseException) -> str:
 def execute_run(run_id: int, worker: str, cache: ModelCache | None = None) -> str:
     """Run ``run_id`` once on this worker. Returns what happened: ``done``, ``failed``,
     ``cancelled``, ``requeued`` (worker shutting down), ``lost`` (taken away meanwhile), or
-    ``skipped: <status>`` / ``missing`` when there was nothing to do (idempotent re-delivery).
+    ``skipped: <status>`` / ``missing`` when there was nothing to do (idempotent re-delivery),
+    ``deferred`` (the message came while the worker shuts down: sent again, not started).
     """
+    if SHUTDOWN.is_set():
+        # Delivered while this worker shuts down: leave the run queued for the next worker.
+        from workers.tasks import enqueue_runs
+
+        enqueue_runs([run_id])
+        return "deferred"
     claim, row = queue.claim(Run, run_id, worker)
     if row is None:
         log.info("run %s no longer exists: nothing to do", run_id)

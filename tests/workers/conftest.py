@@ -44,10 +44,12 @@ class Installation:
                 os.environ[key] = value
         dispose_engines()
 
-    def start_worker(self, queues=("infer",), wait: bool = True):
+    def start_worker(self, queues=("infer",), wait: bool = True, preload: str = ""):
+        """Start a worker; ``preload="tiny"`` loads the model in the background at start."""
         from workers.embedded import EmbeddedWorker
 
-        env = {**os.environ, **self.env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        env = {**os.environ, **self.env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "PWAN_PRELOAD": preload}
         name = f"test{len(self.workers)}"
         worker = EmbeddedWorker(
             queues, name=name, env=env, log_path=self.data_dir / "workers" / f"{name}.log",

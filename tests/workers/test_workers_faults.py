@@ -1,0 +1,77 @@
+"""Faults with real worker processes: kill -9 mid-run, messages lost by a Redis restart, a
+supervised embedded worker that crashes twice, and a clean stop."""
+from __future__ import annotations
+
+import pytest
+import redis
+
+from workers import api
+from workers.reaper import broker_queue_size
+
+pytestmark = pytest.mark.timeout(240)
+
+SLOW = dict(model="tiny", schedule="200-200", frames=17, height=32, width=32, guidance=5.0)
+QUICK = dict(model="tiny", schedule="1", frames=1, height=16, width=16, guidance=1.0)
+
+
+def running(install, run_id: int, attempt: int = 1) -> dict:
+    """Wait until the run is running (its ``attempt``-th execution) and has made progress."""
+    return install.wait(run_id, ("running",), attempts=attempt, step=lambda s: (s or 0) >= 1)
+
+
+def test_kill_9_mid_run_then_a_new_worker_finishes_it(open_installation):
+    """Multi-machine path (Redis): the new worker's reaper notices the stale heartbeat.
+    (The SQLite-broker kill -9 path is the embedded-worker test below.)"""
+    with open_installation("redis", "sqlite") as install:
+        first = install.start_worker(preload="tiny")
+        slow = api.submit_run("a slow red circle", seed=1, **SLOW)
+        behind = api.submit_run("queued behind it", seed=2, **QUICK)
+        running(install, slow["id"])
+        first.kill()  # SIGKILL: no cleanup at all
+        assert api.get_run(slow["id"])["status"] == "running"  # until someone notices
+        # Redis restarts empty meanwhile: the queued run's message is gone too.
+        redis.Redis.from_url(install.env["PWAN_BROKER_URL"]).flushdb()
+
+        # The new worker re-sends queued runs at start; its reaper sees the stale heartbeat.
+        install.start_worker(preload="tiny")
+        slow = install.wait(slow["id"], timeout=120)
+        behind = install.wait(behind["id"], timeout=60)
+        assert slow["status"] == "done", slow["error"]
+        assert slow["attempts"] == 2 and slow["requeues"] == 1
+        assert behind["status"] == "done" and behind["attempts"] == 1  # nothing else lost
+        assert api.list_runs(status="running")["total"] == 0
+
+
+def test_embedded_worker_crashes_restarts_and_stops_cleanly(open_installation):
+    with open_installation("sqlite", "sqlite") as install:
+        worker = install.start_worker(preload="tiny")
+        worker.supervise(interval=0.2)
+        slow = api.submit_run("a slow red circle", seed=1, **SLOW)
+        running(install, slow["id"])
+        first_pid = worker.pid
+        worker.kill()
+
+        # The supervisor sees the exit, re-queues the run at once and starts a new process.
+        row = running(install, slow["id"], attempt=2)
+        assert row["requeues"] == 1
+        assert worker.pid != first_pid and worker.restarts == 1
+        worker.kill()
+
+        # A second crash on the same run: failed, with a message a person can act on.
+        row = install.wait(slow["id"], timeout=30)
+        assert row["status"] == "failed"
+        assert "exited unexpectedly" in row["error"] and "Re-run" in row["error"]
+
+        assert worker.wait_ready(90) and worker.restarts == 2
+        quick = api.submit_run("after the crashes", seed=3, **QUICK)
+        assert install.wait(quick["id"])["status"] == "done"
+
+        # A clean stop: the running run stops at its next step and goes back to the queue,
+        # with a message for the next worker, without using up its re-queue.
+        again = api.submit_run("stopped by the app", seed=4, **SLOW)
+        running(install, again["id"])
+        worker.stop(timeout=30)
+        assert not worker.alive
+        row = api.get_run(again["id"])
+        assert (row["status"], row["attempts"], row["requeues"]) == ("queued", 1, 0)
+        assert broker_queue_size("infer") >= 1
