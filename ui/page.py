@@ -265,7 +265,8 @@ def build_page() -> gr.Blocks:
                         prompt = gr.Textbox(label="Prompt", lines=3, max_lines=8, elem_id="prompt",
                                             placeholder="a red circle moves slowly to the right")
                         with gr.Row():
-                            model = gr.Dropdown(label="Model", choices=[], elem_id="model",
+                            model = gr.Dropdown(label="Model", choices=_initial_models(), elem_id="model",
+                                                allow_custom_value=True,
                                                 info="a preset, or a registered checkpoint")
                             mode = gr.Radio(["pyramidal", "original"], value="pyramidal", label="Mode",
                                             elem_id="mode")
@@ -276,6 +277,7 @@ def build_page() -> gr.Blocks:
                                 info="steps per stage, lowest resolution first; type your own")
                             size = gr.Dropdown(choices=views.valid_sizes(views.DEFAULT_SCHEDULE),
                                                value=views.DEFAULT_SIZE, label="Frames x height x width",
+                                               allow_custom_value=True,
                                                elem_id="size", info="only sizes this plan can run")
                         with gr.Accordion("More settings", open=False):
                             negative_prompt = gr.Textbox(label="Negative prompt", lines=1,
@@ -310,8 +312,8 @@ def build_page() -> gr.Blocks:
                 gr.Markdown("Pick any two finished runs. **A** is the reference (usually the original "
                             "model), **B** the one to judge; the videos play in step.")
                 with gr.Row():
-                    cmp_a = gr.Dropdown(label="A (reference)", choices=[], elem_id="cmp-a")
-                    cmp_b = gr.Dropdown(label="B", choices=[], elem_id="cmp-b")
+                    cmp_a = gr.Dropdown(label="A (reference)", choices=[], elem_id="cmp-a", allow_custom_value=True)
+                    cmp_b = gr.Dropdown(label="B", choices=[], elem_id="cmp-b", allow_custom_value=True)
                 with gr.Row():
                     cmp_go = gr.Button("Compare", variant="primary", elem_id="cmp-go")
                     cmp_refresh = gr.Button("Refresh the lists", elem_id="cmp-refresh")
@@ -462,9 +464,11 @@ def build_page() -> gr.Blocks:
         # ---- generate
         gen_inputs = [prompt, negative_prompt, model, mode, schedule, guidance, seed, random_seed, size, compare_box]
 
-        def on_generate(*args):
+        def on_generate(prompt, negative_prompt, model, mode, schedule, guidance, seed, random_seed, size,
+                        compare):
             try:
-                result = friendly(submit)(*args)
+                result = friendly(submit)(prompt, negative_prompt, model, mode, schedule, guidance, seed,
+                                          random_seed, size, compare)
             except gr.Error as exc:
                 gr.Warning(exc.message)
                 return (f"⚠ {exc.message}", None, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
@@ -665,6 +669,16 @@ def build_page() -> gr.Blocks:
                          api_name=False)
     _wire_tab_refresh(page, tabs, cmp_a, cmp_b, h_table, h_filters)
     return page
+
+
+def _initial_models() -> list[tuple[str, str]]:
+    """The model choices when the page is built (each visit reloads them)."""
+    try:
+        return model_choices()
+    except Exception:  # noqa: BLE001 - the load event shows why in a banner
+        from core import list_presets
+
+        return [(f"{p} (preset)", p) for p in list_presets()]
 
 
 def _first_poll(watch_state):
