@@ -472,6 +472,31 @@ def get_job(job_id: int) -> dict[str, Any]:
     return row
 
 
+def submit_job(name: str, base: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validate a pyramidal finetune (``finetune.pyramidal.TrainConfig`` fields), store a queued
+    job and send it to the ``train`` queue. Bad settings are refused before anything is written."""
+    from finetune.pyramidal import ConfigError, validate_config
+    from workers.train import default_out_dir
+
+    name = _check_name(name)
+    if db_checkpoints.find_checkpoint(name) is not None:
+        raise ValidationError(f"A checkpoint named {name!r} already exists; choose another name.", "name")
+    settings = {**(config or {}), "base": base, "name": name}
+    settings.setdefault("out", default_out_dir(name))
+    try:
+        checked = validate_config(settings)
+    except ConfigError as exc:
+        raise ValidationError(str(exc), exc.field) from None
+    row = db_jobs.add_job(name=name, base=base, config=checked.to_dict())
+    try:
+        from workers.tasks import enqueue_jobs
+
+        enqueue_jobs([row["id"]])
+    except Exception:  # the row is safe; a worker re-sends queued jobs when it starts
+        log.exception("could not reach the broker for job %s; it stays queued", row["id"])
+    return row
+
+
 def cancel_job(job_id: int) -> dict[str, Any]:
     """Like :func:`cancel_run`, for a finetune job."""
     row = queue.request_cancel(FinetuneJob, _check_id(job_id, "job"))
@@ -485,5 +510,5 @@ __all__ = [
     "cancel_job", "cancel_run", "delete_checkpoint", "delete_run", "get_checkpoint",
     "get_comparison", "get_job", "get_run", "list_checkpoints", "list_jobs", "list_runs",
     "queue_counts", "register_checkpoint", "rename_checkpoint", "rerun", "submit_comparison",
-    "submit_run",
+    "submit_job", "submit_run",
 ]

@@ -15,7 +15,7 @@ from kombu import Queue
 from db.session import prepare_sqlite_file
 from workers import config
 
-app = Celery("pwan", include=["workers.tasks", "workers.lifecycle"])
+app = Celery("pwan", include=["workers.tasks", "workers.lifecycle", "workers.train"])
 
 
 def _set_sql_broker_polling(seconds: float) -> None:

@@ -7,6 +7,7 @@
   or a crash may have lost them). Duplicates are harmless: tasks skip rows that are not queued.
 * :func:`resend_lost_messages`: periodically, if the broker queue is empty while runs have
   waited long in ``queued``, their messages were lost: send them again.
+* SQL broker only: delivered messages (kept forever by kombu) are deleted after an hour.
 
 Every worker runs a :class:`Reaper` thread; all of them may race, the conditional updates in
 :mod:`db.queue` let exactly one win per row.
@@ -16,13 +17,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 
 from db import queue
+from db.broker import prune_delivered_messages
 from db.models import FinetuneJob, Run, utcnow
 from workers import config
 from workers.tasks import enqueue_jobs, enqueue_runs
 
 log = logging.getLogger(__name__)
+
+PRUNE_EVERY_S = 600.0  # how often the SQL broker's delivered messages are cleaned up
+PRUNE_AFTER_S = 3600.0  # ... once they are this old
 
 
 def _enqueue_released(runs: queue.Released, jobs: queue.Released) -> None:
@@ -107,9 +113,13 @@ class Reaper:
 
     def _loop(self) -> None:
         lost_after = max(config.stale_seconds(), 30.0)
+        next_prune = 0.0
         while not self._stop.wait(self.interval):
             try:
                 reap_once()
                 resend_lost_messages(lost_after)
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_EVERY_S
+                    prune_delivered_messages(config.broker_url(), older_than_s=PRUNE_AFTER_S)
             except Exception:  # database or broker briefly away: try next round
                 log.exception("reaper round failed")

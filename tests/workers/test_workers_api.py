@@ -179,3 +179,12 @@ def test_finetune_job_helpers(pwan_env):
         api.get_job(job["id"] + 1)
     with pytest.raises(api.ValidationError):
         api.list_jobs(status="weird")
+
+
+def test_pruning_the_sql_broker_keeps_waiting_messages(pwan_env):
+    from db.broker import prune_delivered_messages
+
+    assert prune_delivered_messages("redis://127.0.0.1:6379/15") == 0  # not an SQL broker
+    api.submit_run("a waiting run", **TINY)
+    assert prune_delivered_messages(pwan_env["PWAN_BROKER_URL"], older_than_s=0) == 0
+    assert broker_queue_size("infer") == 1

@@ -106,6 +106,13 @@ def test_burst_of_50_submissions_from_5_threads_runs_each_once(sqlite_install):
     assert [r["attempts"] for r in rows] == [1] * 50  # each executed exactly once
     assert all(Path(r["output_path"]).is_file() for r in rows)
 
+    # kombu keeps delivered messages in the SQLite broker; the reaper's cleanup removes them.
+    from db.broker import prune_delivered_messages
+
+    assert prune_delivered_messages(sqlite_install.env["PWAN_BROKER_URL"], older_than_s=0) >= 50
+    after = api.submit_run("after the cleanup", seed=999, **QUICK)
+    assert sqlite_install.wait(after["id"])["status"] == "done"
+
 
 def test_redis_broker_with_postgresql(open_installation):
     with open_installation("redis", "postgresql") as install:
