@@ -40,6 +40,10 @@ def celery_settings(broker_url: str) -> dict:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # One model per process, and kill -9 hits the process running the task. A plain
+        # ``celery -A workers worker -Q infer`` gets this; --pool/--concurrency override it.
+        worker_pool="solo",
+        worker_concurrency=1,
         task_default_queue=config.INFER_QUEUE,
         task_queues=(Queue(config.INFER_QUEUE), Queue(config.TRAIN_QUEUE)),
         task_routes={
