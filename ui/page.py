@@ -23,6 +23,7 @@ POLL_SECONDS = 0.5
 CHECKPOINT_PREFIX = "checkpoint:"
 HISTORY_HEADERS = ["id", "status", "model", "mode", "plan", "size", "seed", "created (UTC)", "seconds", "prompt"]
 EMPTY_HISTORY = [["", "", "", "", "", "", "", "", "", ""]]
+DEFAULT_JOB_CONFIG = json.dumps({"data": "world:64", "steps": 50, "schedule": "2-2-1"}, indent=2)
 
 
 def _api():
@@ -180,8 +181,10 @@ def compare(a, b):
     result = cmp.compare_runs(int(a), int(b))
     ra, rb = result["runs"]
     videos = views.videos_html([ra, rb], group=f"cmp-{ra['id']}-{rb['id']}")
+    import pandas as pd
+
     rows = result["table"]
-    table = [["", f"A: {rows[0][1]}", f"B: {rows[0][2]}", "A / B"]] + rows[1:]
+    table = pd.DataFrame(rows[1:], columns=["", f"A: {rows[0][1]}", f"B: {rows[0][2]}", "A / B"])
     q = result["quality"]
     if q["comparable"]:
         psnr = "identical (∞ dB)" if q["psnr_mean"] == float("inf") else f"{q['psnr_mean']:.2f} dB"
@@ -265,7 +268,9 @@ def build_page() -> gr.Blocks:
                         prompt = gr.Textbox(label="Prompt", lines=3, max_lines=8, elem_id="prompt",
                                             placeholder="a red circle moves slowly to the right")
                         with gr.Row():
-                            model = gr.Dropdown(label="Model", choices=_initial_models(), elem_id="model",
+                            initial_models = _initial_models()
+                            model = gr.Dropdown(label="Model", choices=initial_models, elem_id="model",
+                                                value=_initial_model(initial_models),
                                                 allow_custom_value=True,
                                                 info="a preset, or a registered checkpoint")
                             mode = gr.Radio(["pyramidal", "original"], value="pyramidal", label="Mode",
@@ -368,7 +373,8 @@ def build_page() -> gr.Blocks:
                         with gr.Row():
                             j_name = gr.Textbox(label="Checkpoint name", elem_id="job-name")
                             j_base = gr.Dropdown(list_presets(), label="Base model", elem_id="job-base")
-                        j_config = gr.Code(value="{}", language="json", label="Training config (JSON)")
+                        j_config = gr.Code(value=DEFAULT_JOB_CONFIG, language="json",
+                                           label="Training settings (JSON: steps, data, schedule, lr, lora_rank, ...)")
                         j_start = gr.Button("Start", variant="primary", elem_id="job-start")
                     if not has_submit:
                         gr.Markdown("*Starting jobs arrives with the finetune feature; jobs already "
@@ -537,14 +543,27 @@ def build_page() -> gr.Blocks:
         h_table.select(on_select, None, [h_id], api_name=False)
         h_open.click(friendly(open_run), [h_id], [h_videos, h_card], api_name=False)
 
-        @friendly
+        def soft(fn):
+            """History actions: a refused action is a message, the table stays as it is."""
+            checked = friendly(fn)
+
+            def wrapper(*args):
+                try:
+                    return checked(*args)
+                except gr.Error as exc:
+                    return f"⚠ {exc.message}", gr.skip()
+
+            wrapper.__name__ = fn.__name__
+            return wrapper
+
+        @soft
         def do_rerun(run_id, *filters):
             if not run_id:
                 raise PageError("select a run in the table first")
             row = _api().rerun(int(run_id))
             return f"Queued run #{row['id']} with the settings (and seed) of run #{int(run_id)}.", history_rows(*filters)
 
-        @friendly
+        @soft
         def do_cancel(run_id, *filters):
             if not run_id:
                 raise PageError("select a run in the table first")
@@ -553,7 +572,7 @@ def build_page() -> gr.Blocks:
                     "will stop at its next step" if row["status"] == "running" else f"was already {row['status']}")
             return f"Run #{row['id']} {what}.", history_rows(*filters)
 
-        @friendly
+        @soft
         def do_delete(run_id, is_admin, *filters):
             if not is_admin:
                 raise PageError("deleting runs needs the admin password (unlock it in the Admin tab)")
@@ -679,6 +698,14 @@ def _initial_models() -> list[tuple[str, str]]:
         from core import list_presets
 
         return [(f"{p} (preset)", p) for p in list_presets()]
+
+
+def _initial_model(choices: list[tuple[str, str]]) -> str | None:
+    from core import default_preset
+
+    values = [v for _, v in choices]
+    default = default_preset()
+    return default if default in values else (values[0] if values else None)
 
 
 def _first_poll(watch_state):

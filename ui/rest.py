@@ -88,11 +88,14 @@ class RenameIn(BaseModel):
 
 
 class JobIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """A pyramidal finetune; ``config`` holds ``finetune.pyramidal.TrainConfig`` fields."""
 
-    name: str
-    base: str | None = None
-    config: dict[str, Any] = Field(default_factory=dict)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "name": "tiny-pyramid", "base": "tiny", "config": {"data": "world:64", "steps": 50, "schedule": "2-2-1"}}]})
+
+    name: str = Field(description="the checkpoint it will register")
+    base: str = Field(description="the model preset to finetune")
+    config: dict[str, Any] = Field(default_factory=dict, description="training settings (steps, data, lr, ...)")
 
 
 # ---------------------------------------------------------------------------- errors
@@ -306,8 +309,7 @@ def build_router(worker=None) -> APIRouter:
     if hasattr(api, "submit_job"):
         @admin.post("/jobs", status_code=201, summary="Queue a finetune job")
         def submit_job(body: JobIn) -> dict:
-            data = body.model_dump()
-            return _call(api.submit_job, **data)
+            return _call(api.submit_job, body.name, body.base, body.config)
 
     @admin.get("/checkpoints", summary="Model presets and registered checkpoints")
     def checkpoints() -> list[dict]:

@@ -50,6 +50,7 @@ class Studio:
             "PWAN_BROKER_URL": f"sqla+sqlite:///{data_dir / 'broker.sqlite3'}",
             "PWAN_MODEL": "tiny",
             "PWAN_PRELOAD": "tiny",
+            "PWAN_WAN_PATH": str(data_dir / "no-wan-here"),  # wan2.1-1.3b fails to load, clearly
             "PWAN_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "PWAN_HEARTBEAT_SECONDS": "0.5",
             "PWAN_STALE_SECONDS": "10",
@@ -165,7 +166,7 @@ def chromium():
 
 @pytest.fixture
 def page(chromium):
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    context = chromium.new_context(viewport={"width": 1280, "height": 1100})
     pg = context.new_page()
     pg.set_default_timeout(30_000)
     yield pg
@@ -173,8 +174,13 @@ def page(chromium):
 
 
 def screenshot(pg, name: str) -> Path:
-    """A small PNG of the page in docs/screenshots/."""
+    """A small PNG of the page in docs/screenshots/ (256-colour palette)."""
+    from PIL import Image
+
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     pg.screenshot(path=str(path), full_page=False)
+    with Image.open(path) as img:
+        small = img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
     return path

@@ -226,3 +226,17 @@ def test_finished_runs_video_preview_compare_and_delete(studio, done_comparison)
     assert http.delete(f"/api/admin/runs/{again['id']}", headers=ADMIN).status_code == 200
     assert http.get(f"/api/runs/{again['id']}").status_code == 404
     assert http.get(f"/api/runs/{again['id']}/video").status_code == 404
+
+
+def test_admin_finetune_jobs(bare_studio):
+    http = bare_studio.http
+    bad = http.post("/api/admin/jobs", headers=ADMIN, json={"name": "j", "base": "tiny", "config": {"stepz": 1}})
+    assert bad.status_code == 422 and "stepz" in bad.json()["detail"]
+    assert http.post("/api/admin/jobs", json={"name": "j", "base": "tiny"}).status_code == 401
+    r = http.post("/api/admin/jobs", headers=ADMIN,
+                  json={"name": "tiny-pyr", "base": "tiny", "config": {"data": "world:4", "steps": 2, "schedule": "2-2-1"}})
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["status"] == "queued" and job["config"]["steps"] == 2
+    assert http.get(f"/api/admin/jobs/{job['id']}", headers=ADMIN).json()["name"] == "tiny-pyr"
+    assert http.post(f"/api/admin/jobs/{job['id']}/cancel", headers=ADMIN).json()["status"] == "cancelled"

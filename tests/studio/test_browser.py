@@ -1,0 +1,159 @@
+"""The page in headless Chromium (Debian's, through Playwright): generate, compare, invalid input,
+history, admin. Each test saves a screenshot of its tab to docs/screenshots/."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.studio.conftest import ADMIN_PASSWORD, screenshot
+
+pytestmark = pytest.mark.timeout(300)
+
+PLAYING = """(sel) => { const vs = [...document.querySelectorAll(sel)];
+  return vs.length > 0 && vs.every(v => v.readyState >= 2 && !v.paused && v.currentTime > 0 && !v.error); }"""
+
+
+def open_page(page, studio, query: str = ""):
+    page.goto(f"{studio.url}/{query}")
+    page.wait_for_selector("#prompt textarea")
+    page.wait_for_function("() => document.querySelector('#model input') && document.querySelector('#model input').value")
+    page.wait_for_function("() => !document.querySelector('.pending')")  # the load event is over
+
+
+def seen_statuses(page, until: str, timeout: float = 120_000) -> list[str]:
+    """Statuses shown by the progress card until ``until`` shows (polled from the DOM)."""
+    return page.evaluate(
+        """async ([until, timeout]) => {
+          const seen = []; const t0 = Date.now();
+          while (Date.now() - t0 < timeout) {
+            for (const el of document.querySelectorAll('#gen-progress .pw-progress')) {
+              const s = el.dataset.status + (el.querySelector('.pw-progress-detail') || {}).textContent;
+              if (!seen.includes(s)) seen.push(s);
+            }
+            if (document.querySelector(until)) return seen;
+            await new Promise(r => setTimeout(r, 50));
+          }
+          return seen;
+        }""", [until, timeout])
+
+
+def test_generate_shows_progress_then_a_playing_video(page, studio):
+    open_page(page, studio)
+    page.fill("#prompt textarea", "a red circle moves to the right")
+    before = studio.run_count()
+    page.click("#generate-btn")
+    page.wait_for_selector("#gen-progress .pw-progress")
+    assert re.search(r"Queued run #\d+, seed \d+", page.inner_text("#gen-message"))
+    statuses = seen_statuses(page, "#gen-videos video")
+    assert any(s.startswith(("queued", "running")) for s in statuses), statuses
+    assert studio.run_count() == before + 1
+    page.wait_for_function(PLAYING, arg="#gen-videos video")
+    assert page.locator("#gen-progress [data-status=done]").count() == 1
+    page.wait_for_selector("#gen-preview video")  # the lowest stage's preview (pyramidal)
+    card = page.inner_text("#gen-card")
+    assert "TFLOPs" in card and "stage 3" in card and "seed" in card
+    screenshot(page, "generate")
+
+
+def test_compare_with_the_original_shows_both_videos_and_the_table(page, studio):
+    open_page(page, studio)
+    page.fill("#prompt textarea", "a green ball bounces")
+    page.click("#compare-btn")
+    page.wait_for_selector("#gen-progress .pw-progress >> nth=1")
+    assert "the pyramid" in page.inner_text("#gen-message")
+    page.wait_for_function(PLAYING, arg="#gen-videos video", timeout=180_000)
+    assert page.locator("#gen-videos video").count() == 2
+    assert "Speed-up against the original" in page.inner_text("#gen-card")
+    page.click("#open-compare")
+    page.wait_for_selector("#cmp-videos video >> nth=1")
+    page.wait_for_function(PLAYING, arg="#cmp-videos video")
+    page.wait_for_selector("#cmp-quality :text('PSNR')")
+    table = page.inner_text("#cmp-table")
+    for row in ("denoise (s)", "stage 3 (s)", "TFLOPs", "peak memory (MB)"):
+        assert row in table
+    assert "SSIM" in page.inner_text("#cmp-quality")
+    # the two videos play in step
+    drift = page.evaluate("() => { const [a, b] = document.querySelectorAll('#cmp-videos video'); return Math.abs(a.currentTime - b.currentTime); }")
+    assert drift < 0.5
+    page.click("#cmp-sbs")
+    page.wait_for_selector("#cmp-file a")
+    screenshot(page, "compare")
+
+
+def test_a_comparison_opens_directly_from_its_link(page, studio, done_comparison):
+    group, _ = done_comparison
+    open_page(page, studio, f"?comparison={group['id']}")
+    page.click("#cmp-go")
+    page.wait_for_selector("#cmp-videos video >> nth=1")
+    assert page.get_by_role("tab", name="Compare").get_attribute("aria-selected") == "true"
+
+
+def test_invalid_input_shows_a_message_and_queues_nothing(page, studio):
+    open_page(page, studio)
+    before = studio.run_count()
+    page.click("#generate-btn")  # empty prompt
+    page.wait_for_selector("#gen-message :text('prompt is empty')")
+    page.fill("#prompt textarea", "a red circle")
+    page.get_by_text("More settings").click()
+    page.fill("#guidance textarea, #guidance input", "50")
+    page.click("#generate-btn")
+    page.wait_for_selector("#gen-message :text('out of range')")
+    page.fill("#guidance textarea, #guidance input", "5")
+    page.fill("#schedule input", "2-0-1")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#gen-message :text('nearest valid: 2-1-1')")
+    page.click("#generate-btn")
+    page.wait_for_selector("#gen-message :text('nearest valid')")
+    assert studio.run_count() == before
+    screenshot(page, "invalid-input")
+
+
+def test_history_lists_runs_and_opens_one(page, studio, done_comparison):
+    _, (original, pyramid) = done_comparison
+    open_page(page, studio)
+    page.get_by_role("tab", name="History").click()
+    page.wait_for_function("(p) => document.querySelector('#h-table').innerText.includes(p)", arg=pyramid["prompt"])
+    page.fill("#h-id input", str(pyramid["id"]))
+    page.click("#h-open")
+    page.wait_for_function(PLAYING, arg="#h-videos video")
+    assert "Speed-up against the original" in page.inner_text("#h-card")
+    page.click("#h-delete")  # not unlocked: refused
+    page.wait_for_selector(".toast-body :text('admin password'), #h-message :text('admin password')")
+    assert studio.http.get(f"/api/runs/{pyramid['id']}").status_code == 200
+    screenshot(page, "history")
+
+
+def test_admin_refuses_a_wrong_password_and_accepts_the_right_one(page, studio):
+    open_page(page, studio)
+    page.get_by_role("tab", name="Admin").click()
+    page.fill("#admin-password input", "not-the-password")
+    page.click("#admin-unlock")
+    page.wait_for_selector("#admin-message :text('Wrong admin password')")
+    assert not page.locator("#admin-panel").is_visible()
+    page.fill("#admin-password input", ADMIN_PASSWORD)
+    page.click("#admin-unlock")
+    page.wait_for_selector("#admin-message :text('Admin unlocked')")
+    page.wait_for_selector("#admin-panel #ckpt-table")
+    assert page.locator("#admin-panel").is_visible()
+    screenshot(page, "admin")
+
+
+def test_dark_mode(page, studio):
+    open_page(page, studio, "?__theme=dark")
+    assert page.evaluate("() => document.body.classList.contains('dark') || document.documentElement.classList.contains('dark')")
+    screenshot(page, "generate-dark")
+
+
+def test_a_model_that_cannot_load_shows_a_message_not_a_traceback(page, studio):
+    r = studio.http.post("/api/runs", json={"prompt": "a red circle", "model": "wan2.1-1.3b", "schedule": "2-2-1",
+                                            "seed": 1, "frames": 17, "height": 128, "width": 128})
+    assert r.status_code == 201, r.text
+    row = studio.wait_run(r.json()["id"])
+    assert row["status"] == "failed" and "could not be loaded" in row["error"]
+    open_page(page, studio, f"?run={row['id']}")
+    assert page.get_by_role("tab", name="History").get_attribute("aria-selected") == "true"
+    page.click("#h-open")
+    page.wait_for_selector("#h-videos [data-status=failed]")
+    text = page.inner_text("#h-card") + page.inner_text("#h-videos")
+    assert "could not be loaded" in text and "PWAN_WAN_PATH" in text and "Traceback" not in text
