@@ -479,6 +479,32 @@ def train(cfg: TrainConfig | dict, on_step: Callable[[dict], bool | None] | None
                        seconds=time.perf_counter() - t_start, cache=meta["cache"])
 
 
+@torch.no_grad()
+def evaluate(transformer, data, plan, seed: int = 1234, draws: int = 4) -> list[float]:
+    """Loss per stage on fixed draws (``draws`` per clip, same noise and rho every call), so
+    that two calls compare the model and nothing else."""
+    g = torch.Generator("cpu").manual_seed(seed)
+    device = next(transformer.parameters()).device
+    dtype = next(transformer.parameters()).dtype
+    was_training = transformer.training
+    transformer.eval()
+    out = []
+    for k, stage in enumerate(plan.stages):
+        total, count = 0.0, 0
+        for i in range(len(data)):
+            x0, x0_low, text = data.batch([i] * draws, k, device)
+            eps = torch.randn(x0.shape, generator=g).to(device)
+            rho = torch.rand(draws, generator=g).to(device)
+            x, sigma, target = pyramidal_target(x0, x0_low, eps, rho, stage)
+            pred = transformer(hidden_states=x.to(dtype), timestep=sigma * 1000.0,
+                               encoder_hidden_states=text.to(dtype), return_dict=False)[0].float()
+            total += float(torch.mean((pred - target) ** 2)) * draws
+            count += draws
+        out.append(total / count)
+    transformer.train(was_training)
+    return out
+
+
 class _nullcontext:
     def __enter__(self):
         return self
