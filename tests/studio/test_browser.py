@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.studio.conftest import ADMIN_PASSWORD, screenshot
 
@@ -16,7 +17,7 @@ PLAYING = """(sel) => { const vs = [...document.querySelectorAll(sel)];
 
 def open_page(page, studio, query: str = ""):
     page.goto(f"{studio.url}/{query}")
-    page.wait_for_selector("#prompt textarea")
+    page.wait_for_selector("#prompt textarea", state="attached")
     page.wait_for_function("() => document.querySelector('#model input') && document.querySelector('#model input').value")
     page.wait_for_function("() => !document.querySelector('.pending')")  # the load event is over
 
@@ -84,9 +85,9 @@ def test_compare_with_the_original_shows_both_videos_and_the_table(page, studio)
 def test_a_comparison_opens_directly_from_its_link(page, studio, done_comparison):
     group, _ = done_comparison
     open_page(page, studio, f"?comparison={group['id']}")
+    expect(page.get_by_role("tab", name="Compare")).to_have_attribute("aria-selected", "true")
     page.click("#cmp-go")
     page.wait_for_selector("#cmp-videos video >> nth=1")
-    assert page.get_by_role("tab", name="Compare").get_attribute("aria-selected") == "true"
 
 
 def test_invalid_input_shows_a_message_and_queues_nothing(page, studio):
@@ -152,7 +153,8 @@ def test_a_model_that_cannot_load_shows_a_message_not_a_traceback(page, studio):
     row = studio.wait_run(r.json()["id"])
     assert row["status"] == "failed" and "could not be loaded" in row["error"]
     open_page(page, studio, f"?run={row['id']}")
-    assert page.get_by_role("tab", name="History").get_attribute("aria-selected") == "true"
+    expect(page.get_by_role("tab", name="History")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#h-id input")).to_have_value(str(row["id"]))
     page.click("#h-open")
     page.wait_for_selector("#h-videos [data-status=failed]")
     text = page.inner_text("#h-card") + page.inner_text("#h-videos")

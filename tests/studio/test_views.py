@@ -1,0 +1,65 @@
+"""The page's pure pieces: plan-aware sizes, guidance parsing, time left, speed-up, cards."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from core import RequestError, StagePlan
+from ui import views
+
+
+@pytest.mark.parametrize("schedule", views.SCHEDULE_PRESETS + ["4-4", "1-1-1-1"])
+def test_the_page_never_offers_a_shape_the_plan_refuses(schedule):
+    plan = StagePlan.parse(schedule)
+    sizes = views.valid_sizes(schedule)
+    assert sizes
+    for label in sizes:
+        plan.validate_shape(*views.parse_size(label))
+    if plan.num_stages == 3:
+        assert views.DEFAULT_SIZE in sizes and "9 x 128 x 128" not in sizes
+
+
+def test_a_bad_schedule_offers_no_size():
+    assert views.valid_sizes("2-0-1") == [] and views.valid_sizes("fast") == []
+    with pytest.raises(RequestError):
+        views.plan_for("fast")
+
+
+def test_guidance_and_size_parsing():
+    assert views.parse_guidance("5") == 5.0 and views.parse_guidance("") == 5.0
+    assert views.parse_guidance("7, 5;3") == [7.0, 5.0, 3.0]
+    with pytest.raises(ValueError, match="one per stage"):
+        views.parse_guidance("seven")
+    assert views.parse_size("17 x 128 x 256") == (17, 128, 256)
+    with pytest.raises(ValueError):
+        views.parse_size("big")
+    assert views.baseline_of("20-20-10") == "0-0-50"
+
+
+def test_time_left_and_progress_card():
+    now = dt.datetime(2026, 1, 1, 12, 0, 10)
+    row = {"id": 4, "status": "running", "started_at": "2026-01-01T12:00:00.000Z", "fraction": 0.25,
+           "stage": 0, "stages": 3, "step": 2, "steps": 4, "mode": "pyramidal", "schedule": "4-4-2",
+           "prompt": "a cat"}
+    assert views.eta_seconds(row, now) == pytest.approx(30.0)
+    html = views.progress_html(row)
+    assert "stage 1/3" in html and "step 2/4" in html and "25%" in html and "left" in html
+    assert views.eta_seconds({**row, "status": "queued"}, now) is None
+    failed = views.progress_html({**row, "status": "failed", "error": "<b>boom</b>"})
+    assert "&lt;b&gt;boom" in failed  # escaped
+
+
+def test_speedup_and_card():
+    original = {"id": 1, "tflops": 8.0, "report": {"seconds": {"denoise": 4.0, "total": 6.0}}}
+    pyramid = {"id": 2, "tflops": 2.0, "report": {"seconds": {"denoise": 1.0, "total": 3.0}}}
+    assert views.speedup(pyramid, original) == {"denoise": 4.0, "total": 2.0, "tflops": 4.0}
+    row = {"id": 2, "status": "done", "model": "tiny", "checkpoint_name": None, "mode": "pyramidal",
+           "schedule": "2-2-1", "seed": 5, "frames": 17, "height": 128, "width": 128, "guidance": [5, 5, 5],
+           "prompt": "a cat", "tflops": 2.0, "load_seconds": 0.0, "peak_memory_mb": 400,
+           "report": {"seconds": {"encode": 0.1, "denoise": 1.0, "decode": 1.0, "total": 3.0,
+                                  "stages": [0.2, 0.3, 0.5]}, "tflops_per_stage": [0.1, 0.4, 1.5]}}
+    card = views.run_card(row, {**original, "status": "done", "id": 1})
+    assert "stage 3" in card and "seed `5`" in card and "4.00x fewer TFLOPs" in card
+    table = views.compare_table({**original, "mode": "original", "schedule": "0-0-5"}, row)
+    assert ["TFLOPs", "8.0", "2.0", "4.00x"] in table
