@@ -1,7 +1,7 @@
 """End to end with real worker processes, real SQLite files, Redis and PostgreSQL.
 
-The SQLite-broker tests share one worker (started once for the module); the Redis test runs
-against PostgreSQL, the multi-machine setup.
+The SQLite-broker tests share one worker (started once for the module); the Redis tests run
+against PostgreSQL, the multi-machine setup, and end with a kill -9.
 """
 from __future__ import annotations
 
@@ -114,12 +114,41 @@ def test_burst_of_50_submissions_from_5_threads_runs_each_once(sqlite_install):
     assert sqlite_install.wait(after["id"])["status"] == "done"
 
 
-def test_redis_broker_with_postgresql(open_installation):
+@pytest.fixture(scope="module")
+def redis_install(open_installation):
+    """The multi-machine setup: Redis broker, PostgreSQL database; one worker to begin with."""
     with open_installation("redis", "postgresql") as install:
         install.start_worker()
-        first = api.submit_run("a red circle moves to the right", seed=1, **TINY)
-        second = api.submit_run("a green ball", seed=2, **TINY)
-        first, second = install.wait(first["id"]), install.wait(second["id"])
-        check_done_run(install, first, stages=3)
-        check_done_run(install, second, stages=3)
-        assert first["load_seconds"] > 0 and second["load_seconds"] == 0.0
+        yield install
+
+
+def test_redis_broker_with_postgresql(redis_install):
+    first = api.submit_run("a red circle moves to the right", seed=1, **TINY)
+    second = api.submit_run("a green ball", seed=2, **TINY)
+    first, second = redis_install.wait(first["id"]), redis_install.wait(second["id"])
+    check_done_run(redis_install, first, stages=3)
+    check_done_run(redis_install, second, stages=3)
+    assert first["load_seconds"] > 0 and second["load_seconds"] == 0.0
+
+
+def test_kill_9_mid_run_then_a_new_worker_finishes_it(redis_install):
+    """kill -9 mid-run, and Redis restarts empty meanwhile: the new worker re-sends the queued
+    run's lost message at start, and its reaper re-queues the run whose heartbeat went stale.
+    (The SQLite-broker kill -9 path is in test_workers_faults.py.)"""
+    import redis
+
+    (first,) = [w for w in redis_install.workers if w.alive]
+    slow = api.submit_run("a slow red circle", seed=11, **SLOW)
+    behind = api.submit_run("queued behind it", seed=12, **QUICK)
+    redis_install.wait(slow["id"], ("running",), step=lambda s: (s or 0) >= 1)
+    first.kill()  # SIGKILL: no cleanup at all
+    assert api.get_run(slow["id"])["status"] == "running"  # until someone notices
+    redis.Redis.from_url(redis_install.env["PWAN_BROKER_URL"]).flushdb()
+
+    redis_install.start_worker(preload="tiny")
+    slow = redis_install.wait(slow["id"], timeout=120)
+    behind = redis_install.wait(behind["id"], timeout=60)
+    assert slow["status"] == "done", slow["error"]
+    assert slow["attempts"] == 2 and slow["requeues"] == 1
+    assert behind["status"] == "done" and behind["attempts"] == 1  # nothing else lost
+    assert api.list_runs(status="running")["total"] == 0
