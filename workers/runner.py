@@ -34,7 +34,8 @@ REQUEST_FIELDS = (
 
 
 class _Stopped(Exception):
-    """Internal: the run must end with ``status`` and ``error`` (or go back to the queue)."""
+    """Internal: the run ends with ``status`` and ``error``; or, for the pseudo statuses,
+    goes back to the queue (``requeued``) or is no longer ours (``lost``)."""
 
     def __init__(self, status: str, error: str | None = None):
         super().__init__(error or status)
@@ -136,10 +137,19 @@ def execute_run(run_id: int, worker: str, cache: ModelCache | None = None) -> st
             outcome, fields = Status.FAILED.value, {"error": _describe_crash(exc)}
         if outcome == "requeued":
             return _requeue_after_shutdown(run_id, claim.attempt)
-        if beat.lost.is_set():
+        if outcome == "lost" or beat.lost.is_set():
             log.warning("run %s was taken from this worker (reaped or deleted)", run_id)
             return "lost"
-        if not queue.finish(Run, run_id, claim.attempt, outcome, **fields):
+        try:
+            finished = queue.finish(Run, run_id, claim.attempt, outcome, **fields)
+        except Exception as exc:  # e.g. a report that cannot be stored: still end the run
+            log.error("run %s: storing the result failed:\n%s", run_id, traceback.format_exc())
+            outcome = Status.FAILED.value
+            finished = queue.finish(
+                Run, run_id, claim.attempt, outcome,
+                error=f"The result could not be stored: {type(exc).__name__}: {exc}",
+            )
+        if not finished:
             log.warning("run %s was taken from this worker before it finished", run_id)
             return "lost"
         return outcome
@@ -172,7 +182,7 @@ def _generate(run_id: int, row: dict[str, Any], cache: ModelCache, beat: Heartbe
     path = output_path(run_id)
     _write_video(result.frames, path, result.fps)
 
-    report = dict(result.report)
+    report = _plain(result.report)
     seconds = dict(report.get("seconds", {}))
     seconds["load"] = load_seconds
     report["seconds"] = seconds
@@ -194,13 +204,25 @@ def _generate(run_id: int, row: dict[str, Any], cache: ModelCache, beat: Heartbe
 
 
 def _check_stop(beat: Heartbeat) -> None:
+    if beat.lost.is_set():  # reaped or deleted: write nothing
+        raise _Stopped("lost")
     if SHUTDOWN.is_set():
         raise _Stopped("requeued")
     if beat.cancel_requested.is_set():
         raise _Stopped(Status.CANCELLED.value)
-    # beat.lost: the caller notices and writes nothing.
-    if beat.lost.is_set():
-        raise _Stopped(Status.FAILED.value, "taken away")
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy of a report (numpy scalars and arrays, tuples, paths -> plain types)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "tolist"):  # numpy / torch
+        return _plain(value.tolist())
+    return str(value)
 
 
 def _requeue_after_shutdown(run_id: int, attempt: int) -> str:

@@ -1,0 +1,149 @@
+"""The generate task's body, in-process with a stand-in pipeline: every way a run can end."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from db import queue
+from db.models import Run
+from workers import api
+from workers.models import ModelCache
+from workers.progress import SHUTDOWN
+from workers.reaper import broker_queue_size
+from workers.runner import execute_run
+
+pytestmark = pytest.mark.timeout(60)
+
+QUICK = dict(model="tiny", schedule="1-1", frames=9, height=32, width=32, seed=1)
+WORKER = "test@host:1"
+
+
+class FakePipeline:
+    """Calls the callback like core's sampler (two stages of ``steps``), with hooks."""
+
+    fps = 8
+
+    def __init__(self, steps=3, on_step=None, error=None):
+        self.steps, self.on_step, self.error = steps, on_step, error
+
+    def generate(self, request, callback=None):
+        from core import Cancelled
+
+        total = 2 * self.steps
+        for stage in range(2):
+            for step in range(1, self.steps + 1):
+                if self.on_step is not None:
+                    self.on_step(stage, step)
+                if self.error is not None:
+                    raise self.error
+                info = {"stage": stage, "stages": 2, "step": step, "steps": self.steps,
+                        "fraction": (stage * self.steps + step) / total, "sigma": 0.5,
+                        "preview": None}
+                if callback is not None and callback(info):
+                    raise Cancelled("stopped")
+        frames = np.zeros((request.frames, request.height, request.width, 3), np.uint8)
+        report = {"seconds": {"encode": 0.1, "denoise": 0.2, "decode": 0.1, "total": 0.4,
+                              "stages": [0.1, 0.1]},
+                  "tflops": np.float64(0.25), "tflops_per_stage": (0.05, 0.2),
+                  "peak_memory_mb": 10.0}
+        return SimpleNamespace(frames=frames, fps=self.fps, report=report)
+
+
+def cache_with(pipe) -> ModelCache:
+    return ModelCache(size=1, loader=lambda preset, checkpoint: pipe)
+
+
+@pytest.fixture(autouse=True)
+def no_shutdown():
+    SHUTDOWN.clear()
+    yield
+    SHUTDOWN.clear()
+
+
+def test_done_then_idempotent(pwan_env):
+    run = api.submit_run("a red circle", **QUICK)
+    assert execute_run(run["id"], WORKER, cache_with(FakePipeline())) == "done"
+    row = api.get_run(run["id"])
+    assert row["status"] == "done" and row["worker"] == WORKER and row["fraction"] == 1.0
+    assert (row["stage"], row["step"]) == (1, 3)
+    assert row["tflops"] == 0.25 and row["report"]["tflops_per_stage"] == [0.05, 0.2]
+    assert row["report"]["queue_seconds"] >= 0 and row["load_seconds"] >= 0
+    # Re-delivered or duplicated messages change nothing.
+    assert execute_run(run["id"], WORKER, cache_with(FakePipeline())) == "skipped: done"
+    assert api.get_run(run["id"])["attempts"] == 1
+    assert execute_run(run["id"] + 50, WORKER, cache_with(FakePipeline())) == "missing"
+
+
+def test_model_load_error_fails_with_its_message(pwan_env):
+    from core import ModelLoadError
+
+    def loader(preset, checkpoint):
+        raise ModelLoadError("Wan2.1 weights not found; set PWAN_WAN_PATH")
+
+    run = api.submit_run("a red circle", **QUICK)
+    assert execute_run(run["id"], WORKER, ModelCache(loader=loader)) == "failed"
+    error = api.get_run(run["id"])["error"]
+    assert error.startswith("The model could not be loaded") and "PWAN_WAN_PATH" in error
+
+
+def test_crash_fails_with_a_clear_error(pwan_env):
+    run = api.submit_run("a red circle", **QUICK)
+    pipe = FakePipeline(error=RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert execute_run(run["id"], WORKER, cache_with(pipe)) == "failed"
+    assert "ran out of memory" in api.get_run(run["id"])["error"]
+
+
+def test_checkpoint_deleted_after_queueing(pwan_env, tmp_path):
+    api.register_checkpoint(tmp_path, "tiny", "cats")
+    from db import checkpoints
+
+    settings = {k: v for k, v in QUICK.items() if k != "model"}
+    run = api.submit_run("a cat", checkpoint="cats", **settings)
+    # The API refuses while a queued run uses it; another process may still have deleted it.
+    checkpoints.delete_checkpoint(run["checkpoint_id"])
+    assert execute_run(run["id"], WORKER, cache_with(FakePipeline())) == "failed"
+    assert "'cats' was deleted" in api.get_run(run["id"])["error"]
+
+
+def test_cancel_stops_at_the_next_step(pwan_env):
+    run = api.submit_run("a red circle", **QUICK)
+
+    def on_step(stage, step):
+        if (stage, step) == (0, 2):
+            api.cancel_run(run["id"])
+
+    assert execute_run(run["id"], WORKER, cache_with(FakePipeline(on_step=on_step))) == "cancelled"
+    row = api.get_run(run["id"])
+    assert row["status"] == "cancelled" and row["fraction"] < 1 and row["output_path"] is None
+
+
+def test_a_reaped_run_is_not_overwritten(pwan_env):
+    run = api.submit_run("a red circle", **QUICK)
+
+    def on_step(stage, step):
+        if (stage, step) == (0, 2):  # the reaper gave up on this worker meanwhile
+            queue.release_worker(Run, WORKER, max_requeues=1)
+
+    assert execute_run(run["id"], WORKER, cache_with(FakePipeline(on_step=on_step))) == "lost"
+    row = api.get_run(run["id"])
+    assert row["status"] == "queued" and row["requeues"] == 1 and row["output_path"] is None
+
+
+def test_shutdown_puts_the_run_back_with_a_message(pwan_env):
+    run = api.submit_run("a red circle", **QUICK)
+    assert broker_queue_size() == 1
+
+    def on_step(stage, step):
+        if (stage, step) == (1, 1):
+            SHUTDOWN.set()
+
+    assert execute_run(run["id"], WORKER, cache_with(FakePipeline(on_step=on_step))) == "requeued"
+    row = api.get_run(run["id"])
+    assert (row["status"], row["attempts"], row["requeues"]) == ("queued", 1, 0)
+    assert broker_queue_size() == 2  # (nothing consumed the first message in this test)
+
+    # A message delivered while shutting down is sent again and the run is not started.
+    assert execute_run(run["id"], WORKER, cache_with(FakePipeline())) == "deferred"
+    assert api.get_run(run["id"])["attempts"] == 1 and broker_queue_size() == 3
