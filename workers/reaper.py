@@ -85,13 +85,21 @@ def broker_queue_size(name: str = config.INFER_QUEUE) -> int:
 
 def resend_lost_messages(min_age_s: float) -> list[int]:
     """If no message waits in ``infer`` but runs have been queued for ``min_age_s`` since their
-    last message, those messages were lost: send them again. Returns the ids sent."""
+    last message, those messages were lost: send them again (the same for jobs on ``train``).
+    Returns the run ids sent."""
     cutoff = utcnow() - dt.timedelta(seconds=min_age_s)
-    waiting = queue.queued_ids(Run, enqueued_before=cutoff)
-    if not waiting or broker_queue_size(config.INFER_QUEUE) > 0:
-        return []
-    log.warning("broker queue is empty but runs %s wait: re-sending their messages", waiting)
-    return enqueue_runs(waiting)
+    sent = []
+    for model, queue_name, send in (
+        (Run, config.INFER_QUEUE, enqueue_runs),
+        (FinetuneJob, config.TRAIN_QUEUE, enqueue_jobs),
+    ):
+        waiting = queue.queued_ids(model, enqueued_before=cutoff)
+        if waiting and broker_queue_size(queue_name) == 0:
+            log.warning("queue %s is empty but %s wait: re-sending", queue_name, waiting)
+            ids = send(waiting)
+            if model is Run:
+                sent = ids
+    return sent
 
 
 class Reaper:

@@ -18,10 +18,8 @@ from workers.celery_app import app
 log = logging.getLogger(__name__)
 
 GENERATE_TASK = "workers.tasks.generate"
-#: Name of the finetune task on the ``train`` queue. It is written with ``finetune/``: define
-#: it below (importing ``finetune`` lazily inside the task) using the same pattern as
-#: ``generate``: ``db.queue.claim(FinetuneJob, ...)``, ``workers.progress.Heartbeat``,
-#: ``db.queue.finish(...)``. Until it exists, jobs stay queued and are never sent.
+#: The finetune task on the ``train`` queue lives in :mod:`workers.train` (same pattern as
+#: ``generate``); it is sent by name, so senders need not import the training code.
 FINETUNE_TASK = "workers.tasks.finetune"
 
 
@@ -52,18 +50,14 @@ def enqueue_runs(run_ids: Iterable[int]) -> list[int]:
     return ids
 
 
-def finetune_task_available() -> bool:
-    return FINETUNE_TASK in app.tasks
-
-
 def enqueue_jobs(job_ids: Iterable[int]) -> list[int]:
-    """Send finetune messages (to ``train``) when the finetune task exists; else send nothing."""
+    """Send one finetune message per job id (to the ``train`` queue) and note the time."""
     ids = [int(i) for i in job_ids]
-    if not ids or not finetune_task_available():
+    if not ids:
         return []
-    task = app.tasks[FINETUNE_TASK]
     with app.producer_or_acquire() as producer:
         for job_id in ids:
-            task.apply_async(args=(job_id,), queue=config.TRAIN_QUEUE, producer=producer)
+            app.send_task(FINETUNE_TASK, args=(job_id,), queue=config.TRAIN_QUEUE,
+                          producer=producer)
     queue.mark_enqueued(FinetuneJob, ids)
     return ids

@@ -147,3 +147,22 @@ def test_shutdown_puts_the_run_back_with_a_message(pwan_env):
     # A message delivered while shutting down is sent again and the run is not started.
     assert execute_run(run["id"], WORKER, cache_with(FakePipeline())) == "deferred"
     assert api.get_run(run["id"])["attempts"] == 1 and broker_queue_size() == 3
+
+
+def test_lost_messages_are_sent_again(pwan_env):
+    from db import jobs
+    from workers.celery_app import app
+    from workers.reaper import recover_queue, resend_lost_messages
+    from workers.tasks import enqueue_jobs
+
+    run = api.submit_run("a red circle", **QUICK)
+    job = jobs.add_job(name="cats", base="tiny")
+    assert enqueue_jobs([job["id"]]) == [job["id"]] and broker_queue_size("train") == 1
+    assert resend_lost_messages(0) == []  # messages are waiting: nothing was lost
+    with app.connection_for_write() as connection:
+        for name in ("infer", "train"):
+            connection.default_channel.queue_purge(name)  # a broker that lost its data
+    assert resend_lost_messages(0) == [run["id"]]
+    assert broker_queue_size("infer") == 1 and broker_queue_size("train") == 1
+    assert recover_queue() == [run["id"]]  # at start-up: everything queued, duplicates are fine
+    assert broker_queue_size("infer") == 2
