@@ -23,6 +23,7 @@ POLL_SECONDS = 0.5
 CHECKPOINT_PREFIX = "checkpoint:"
 HISTORY_HEADERS = ["id", "status", "model", "mode", "plan", "size", "seed", "created (UTC)", "seconds", "prompt"]
 EMPTY_HISTORY = [["", "", "", "", "", "", "", "", "", ""]]
+JOB_SUMMARY_KEYS = ("data", "steps", "schedule", "lr", "lora_rank", "teacher", "out")
 DEFAULT_JOB_CONFIG = json.dumps({"data": "world:64", "steps": 50, "schedule": "2-2-1"}, indent=2)
 
 
@@ -343,7 +344,7 @@ def build_page() -> gr.Blocks:
                 h_table = gr.Dataframe(headers=HISTORY_HEADERS, value=EMPTY_HISTORY, interactive=False,
                                        elem_id="h-table", wrap=True, max_height=420)
                 with gr.Row():
-                    h_id = gr.Number(label="Selected run", precision=0, elem_id="h-id", minimum=1)
+                    h_id = gr.Number(label="Selected run", value=None, precision=0, elem_id="h-id", minimum=1)
                     h_open = gr.Button("Open", elem_id="h-open")
                     h_rerun = gr.Button("Run again", elem_id="h-rerun")
                     h_cancel = gr.Button("Cancel", elem_id="h-cancel")
@@ -373,7 +374,7 @@ def build_page() -> gr.Blocks:
                         with gr.Row():
                             j_name = gr.Textbox(label="Checkpoint name", elem_id="job-name")
                             j_base = gr.Dropdown(list_presets(), label="Base model", elem_id="job-base")
-                        j_config = gr.Code(value=DEFAULT_JOB_CONFIG, language="json",
+                        j_config = gr.Code(value=DEFAULT_JOB_CONFIG, language="json", elem_id="job-config",
                                            label="Training settings (JSON: steps, data, schedule, lr, lora_rank, ...)")
                         j_start = gr.Button("Start", variant="primary", elem_id="job-start")
                     if not has_submit:
@@ -382,17 +383,19 @@ def build_page() -> gr.Blocks:
                     j_table = gr.Dataframe(headers=["id", "name", "base", "status", "step", "progress", "loss", "created (UTC)"],
                                            interactive=False, elem_id="jobs-table")
                     with gr.Row():
-                        j_id = gr.Number(label="Job", precision=0, minimum=1, elem_id="job-id")
+                        j_id = gr.Number(label="Job", value=None, precision=0, minimum=1, elem_id="job-id")
                         j_follow = gr.Button("Follow", elem_id="job-follow")
                         j_cancel = gr.Button("Cancel job", variant="stop", elem_id="job-cancel")
                         j_refresh = gr.Button("Refresh", elem_id="job-refresh")
                     j_detail = gr.Markdown(elem_id="job-detail")
-                    j_plot = gr.LinePlot(x="step", y="loss", title="Loss", elem_id="job-loss", height=260)
+                    j_plot = gr.LinePlot(x="step", y="loss", title="Loss", elem_id="job-loss", height=260,
+                                         visible=False)
+                    j_timer = gr.Timer(2.0, active=False)
                     gr.Markdown("### Checkpoints")
                     c_table = gr.Dataframe(headers=["id", "name", "kind", "base", "path", "created (UTC)"],
                                            interactive=False, elem_id="ckpt-table")
                     with gr.Row():
-                        c_id = gr.Number(label="Checkpoint", precision=0, minimum=1, elem_id="ckpt-id")
+                        c_id = gr.Number(label="Checkpoint", value=None, precision=0, minimum=1, elem_id="ckpt-id")
                         c_name = gr.Textbox(label="New name", elem_id="ckpt-name")
                         c_rename = gr.Button("Rename", elem_id="ckpt-rename")
                         c_delete = gr.Button("Delete", variant="stop", elem_id="ckpt-delete")
@@ -642,10 +645,15 @@ def build_page() -> gr.Blocks:
                       f"step {job.get('step') or 0}/{job.get('steps') or '?'} ({(job.get('fraction') or 0):.0%})")
             if job.get("error"):
                 detail += f"\n\n**Error:** {job['error']}"
-            if job.get("config"):
-                detail += f"\n\n```json\n{json.dumps(job['config'], indent=1)[:1500]}\n```"
+            config = job.get("config") or {}
+            shown = [f"{k} `{config[k]}`" for k in JOB_SUMMARY_KEYS if config.get(k) not in (None, "")]
+            if shown:
+                detail += "\n\n" + " · ".join(shown)
+            if job.get("checkpoint_id"):
+                detail += f"\n\nRegistered as checkpoint #{job['checkpoint_id']}: pick it as the model in Generate."
             frame = pd.DataFrame(points or [], columns=["step", "loss"])
-            return detail, frame
+            following = job["status"] not in views.FINAL
+            return detail, gr.update(value=frame, visible=True), gr.Timer(active=following)
 
         def cancel_job(job_id):
             if not job_id:
@@ -679,7 +687,9 @@ def build_page() -> gr.Blocks:
             return f"Registered `{row['name']}` over `{row['base']}`.", ckpt_rows(), gr.update(choices=model_choices())
 
         j_refresh.click(admin_only(lambda: (jobs_rows(), ckpt_rows())), [admin_ok], [j_table, c_table], api_name=False)
-        j_follow.click(admin_only(follow_job), [admin_ok, j_id], [j_detail, j_plot], api_name=False)
+        j_follow.click(admin_only(follow_job), [admin_ok, j_id], [j_detail, j_plot, j_timer], api_name=False)
+        j_timer.tick(admin_only(follow_job), [admin_ok, j_id], [j_detail, j_plot, j_timer], api_name=False,
+                     show_progress="hidden")
         j_cancel.click(admin_only(cancel_job), [admin_ok, j_id], [j_detail, j_table], api_name=False)
         j_start.click(admin_only(start_job), [admin_ok, j_name, j_base, j_config], [j_detail, j_table], api_name=False)
         c_rename.click(admin_only(rename_ckpt), [admin_ok, c_id, c_name], [c_message, c_table, model], api_name=False)

@@ -137,6 +137,25 @@ def test_admin_refuses_a_wrong_password_and_accepts_the_right_one(page, studio):
     page.wait_for_selector("#admin-message :text('Admin unlocked')")
     page.wait_for_selector("#admin-panel #ckpt-table")
     assert page.locator("#admin-panel").is_visible()
+
+    # start a (4-step) finetune job, follow it to its loss curve and its checkpoint
+    page.get_by_text("Start a finetune job").click()
+    page.fill("#job-name input, #job-name textarea", "browser-tuned")
+    page.click("#job-base input")
+    page.get_by_role("option", name="tiny").click()
+    page.fill("#job-config .cm-content", '{"data": "world:4", "steps": 4, "schedule": "2-2-1"}')
+    page.click("#job-start")
+    page.wait_for_selector("#job-detail :text('Queued job #')")
+    job_id = int(re.search(r"Queued job #(\d+)", page.inner_text("#job-detail")).group(1))
+    page.fill("#job-id input", str(job_id))
+    page.click("#job-follow")
+    page.wait_for_selector("#job-detail .pw-done", timeout=180_000)
+    page.wait_for_selector("#job-loss canvas, #job-loss svg")
+    page.click("#job-refresh")
+    page.wait_for_function("() => document.querySelector('#ckpt-table').innerText.includes('browser-tuned')")
+    job = studio.http.get(f"/api/admin/jobs/{job_id}", headers={"Authorization": f"Bearer {ADMIN_PASSWORD}"}).json()
+    assert job["status"] == "done" and len(job["losses"]) == 4 and job["checkpoint_id"]
+    page.evaluate("() => document.querySelector('#jobs-table').scrollIntoView()")
     screenshot(page, "admin")
 
 
