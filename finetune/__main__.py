@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--width", type=int, default=d.width)
     t.add_argument("--per-stage", type=int, default=d.per_stage, help="clips per stage per step")
     t.add_argument("--lr", type=float, default=d.lr)
+    t.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"])
+    t.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
     t.add_argument("--weight-decay", type=float, default=d.weight_decay)
     t.add_argument("--grad-clip", type=float, default=d.grad_clip)
     t.add_argument("--lora-rank", type=int, default=d.lora_rank, help="0: full finetune")
@@ -77,7 +79,8 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
     return TrainConfig(
         base=args.base, data=args.data, out=out, name=args.name or Path(out).name, steps=args.steps,
         schedule=args.schedule, boundaries=boundaries, frames=args.frames, height=args.height, width=args.width,
-        per_stage=args.per_stage, lr=args.lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+        per_stage=args.per_stage, lr=args.lr, lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay, grad_clip=args.grad_clip,
         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, teacher_weight=args.teacher_weight, bf16=args.bf16,
         gradient_checkpointing=args.gradient_checkpointing, ema_decay=args.ema_decay, seed=args.seed,
         save_every=args.save_every, sample_every=args.sample_every, sample_prompt=args.sample_prompt,

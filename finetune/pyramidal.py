@@ -35,6 +35,7 @@ from finetune.targets import pyramidal_target
 
 STATE_DIR = "state"
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+LR_SCHEDULES = ("constant", "cosine")
 STANDARD_SCHEDULES = {1: ["0-0-50"], 2: ["0-25-25", "0-10-10"], 3: ["20-20-10", "10-10-5", "4-4-2"],
                       4: ["10-10-10-10", "4-4-4-2"]}
 
@@ -62,6 +63,9 @@ class TrainConfig:
     per_stage: int = 1  # clips per stage per step (batch = per_stage * stages)
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
+    lr_schedule: str = "constant"  # "constant" | "cosine" (to lr_min_ratio * lr at the last step)
+    lr_min_ratio: float = 0.1
+    warmup_steps: int = 0
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # 0: off
     lora_rank: int = 0  # 0: full finetune; else LoRA of this rank on the attention projections
@@ -159,6 +163,11 @@ def validate_config(cfg: TrainConfig | dict, *, check_data: bool = True) -> Trai
     _int_in(cfg, "steps", 1, 1_000_000)
     _float_in(cfg, "lr", 0.0, 1e-1, lo_open=True)
     _int_in(cfg, "per_stage", 1, 64)
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {cfg.lr_schedule!r}",
+                          "lr_schedule")
+    _float_in(cfg, "lr_min_ratio", 0.0, 1.0)
+    _int_in(cfg, "warmup_steps", 0, 1_000_000)
     _float_in(cfg, "weight_decay", 0.0, 1.0)
     _float_in(cfg, "grad_clip", 0.0, 1e4)
     _int_in(cfg, "lora_rank", 0, 1024)
@@ -299,6 +308,17 @@ def _set_rng_state(generator: torch.Generator, state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then constant or cosine."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "cosine":
+        span = max(cfg.steps - cfg.warmup_steps - 1, 1)
+        t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+        return cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+    return cfg.lr
+
+
 def stage_windows(plan) -> list[dict]:
     return [{"stage": s.index, "level": s.level, "sigma_start": s.sigma_start, "sigma_end": s.sigma_end}
             for s in plan.stages]
@@ -428,6 +448,9 @@ def train(cfg: TrainConfig | dict, on_step: Callable[[dict], bool | None] | None
     n_stages = plan.num_stages
     while step < cfg.steps and status == "done":
         t0 = time.perf_counter()
+        lr_now = learning_rate(cfg, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_now
         stage_losses = []
         for k, stage in enumerate(plan.stages):
             idx = order.take(cfg.per_stage)
@@ -461,7 +484,7 @@ def train(cfg: TrainConfig | dict, on_step: Callable[[dict], bool | None] | None
             ema.update(params)
         step += 1
         point = {"step": step, "loss": sum(stage_losses) / n_stages, "stages": stage_losses,
-                 "grad_norm": grad_norm, "seconds": time.perf_counter() - t0}
+                 "grad_norm": grad_norm, "lr": lr_now, "seconds": time.perf_counter() - t0}
         history.append(point)
         stop = bool(on_step({"phase": "train", **point, "steps": cfg.steps})) if on_step is not None else False
         if cfg.sample_every and step % cfg.sample_every == 0 and main:

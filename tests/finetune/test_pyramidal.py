@@ -14,15 +14,24 @@ from finetune.pyramidal import ConfigError, TrainConfig, evaluate, train, valida
 
 from .conftest import SCHEDULE, SHAPE
 
-OVERFIT_STEPS = 45
+OVERFIT_STEPS = 50
+OVERFIT_CLIPS = 1
+OVERFIT_DATA = f"world:{OVERFIT_CLIPS}"
 
 
-def test_loss_falls_by_half_per_stage_on_a_fixed_small_set(train_config, tiny, world_cache):
+def test_loss_falls_by_half_per_stage_on_a_fixed_small_set(train_config, tiny, world_cache, tmp_path):
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(world_cache, cache)
     comps = tiny()
     plan = StagePlan.parse(SCHEDULE)
-    data = LatentDataset(world_cache)
+    cfg = train_config(data=OVERFIT_DATA, cache_dir=str(cache), steps=OVERFIT_STEPS, lr=2e-2, per_stage=2)
+    from finetune.pyramidal import load_data
+
+    data, _ = load_data(cfg, comps, plan, log=lambda *_: None)
+    assert len(data) == OVERFIT_CLIPS
     before = evaluate(comps.transformer, data, plan)
-    cfg = train_config(steps=OVERFIT_STEPS, lr=2e-2, per_stage=2, grad_clip=0.0, betas=(0.9, 0.99))
     result = train(cfg, components=comps, log=lambda *_: None)
     after = evaluate(comps.transformer, data, plan)
     ratios = [a / b for a, b in zip(after, before)]
@@ -35,7 +44,7 @@ def test_loss_falls_by_half_per_stage_on_a_fixed_small_set(train_config, tiny, w
     assert card["base"] == "tiny" and card["kind"] == "full" and card["steps"] == OVERFIT_STEPS
     assert card["windows"][1]["sigma_start"] == pytest.approx(plan.stages[1].sigma_start)
     assert card["boundaries"] == pytest.approx(list(plan.boundaries))
-    assert "1-1-1" in card["recommended_schedules"] and card["data"]["clips"] == 2
+    assert "1-1-1" in card["recommended_schedules"] and card["data"]["clips"] == OVERFIT_CLIPS
 
 
 def test_resume_equals_one_long_run(train_config, tiny, tmp_path):
