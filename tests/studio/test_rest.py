@@ -156,7 +156,7 @@ def test_wrong_password_is_403_right_one_works(studio, tmp_path):
     assert http.get("/api/admin/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 403
     assert http.get("/api/admin/jobs", auth=("anyone", ADMIN_PASSWORD)).status_code == 200
     jobs = http.get("/api/admin/jobs", headers=ADMIN).json()
-    assert jobs["items"] == [] and jobs["total"] == 0
+    assert jobs["total"] == len(jobs["items"]) and jobs["limit"] == 50
     assert http.get("/api/admin/jobs/7", headers=ADMIN).status_code == 404
     assert http.post("/api/admin/jobs/7/cancel", headers=ADMIN).status_code == 404
 
