@@ -309,7 +309,9 @@ def build_page() -> gr.Blocks:
                         preview = gr.HTML(elem_id="gen-preview")
                         videos = gr.HTML(elem_id="gen-videos")
                         card = gr.Markdown(elem_id="gen-card", elem_classes=["pw-card"])
-                        open_compare = gr.Button("Open in Compare", visible=False, elem_id="open-compare")
+                        with gr.Row():
+                            open_compare = gr.Button("Open in Compare", visible=False, elem_id="open-compare")
+                            gen_cancel = gr.Button("Cancel", visible=False, variant="stop", elem_id="gen-cancel")
                 watch = gr.State({})
                 timer = gr.Timer(POLL_SECONDS, active=False)
 
@@ -490,26 +492,26 @@ def build_page() -> gr.Blocks:
                     gr.update(value=result["seed"]), gr.update(visible=False))
 
         gen_outputs = [message, submitted, watch, timer, progress, preview, videos, card, seed, open_compare]
+        tick_outputs = [progress, preview, videos, card, watch, timer, open_compare, gen_cancel]
         go.click(on_generate, gen_inputs, gen_outputs, api_name="generate",
                  api_description="Queue a run (compare=True: the original and the pyramid, same seed)."
-                 ).then(_first_poll, [watch], [progress, preview, videos, card, watch, timer, open_compare],
-                        api_name=False)
+                 ).then(_first_poll, [watch], tick_outputs, api_name=False)
         go_compare.click(lambda: True, None, compare_box, api_name=False, queue=False).then(
             on_generate, gen_inputs, gen_outputs, api_name=False).then(
             lambda: False, None, compare_box, api_name=False, queue=False).then(
-            _first_poll, [watch], [progress, preview, videos, card, watch, timer, open_compare], api_name=False)
+            _first_poll, [watch], tick_outputs, api_name=False)
         prompt.submit(on_generate, gen_inputs, gen_outputs, api_name=False).then(
-            _first_poll, [watch], [progress, preview, videos, card, watch, timer, open_compare], api_name=False)
+            _first_poll, [watch], tick_outputs, api_name=False)
 
-        def on_tick(watch_state):
-            out = follow(watch_state)
-            new_watch = out[4]
-            show = bool(isinstance(new_watch, dict) and new_watch.get("comparison_id") and
-                        not out[5].active)
-            return out + (gr.update(visible=show),)
+        timer.tick(_first_poll, [watch], tick_outputs, api_name=False, show_progress="hidden")
 
-        timer.tick(on_tick, [watch], [progress, preview, videos, card, watch, timer, open_compare],
-                   api_name=False, show_progress="hidden")
+        @friendly
+        def cancel_current(watch_state):
+            ids = (watch_state or {}).get("run_ids") or []
+            states = [_api().cancel_run(run_id)["status"] for run_id in ids]
+            return f"Cancelling run{'s' if len(ids) > 1 else ''} {', '.join(f'#{i}' for i in ids)} ({', '.join(states)})."
+
+        gen_cancel.click(cancel_current, [watch], [message], api_name=False)
 
         def to_compare(watch_state):
             ids = (watch_state or {}).get("run_ids") or []
@@ -719,8 +721,12 @@ def _initial_model(choices: list[tuple[str, str]]) -> str | None:
 
 
 def _first_poll(watch_state):
+    """One poll of the Generate tab, plus whether "Open in Compare" and "Cancel" show."""
     out = follow(watch_state)
-    return out + (gr.update(visible=False),)
+    new_watch, timer = out[4], out[5]
+    following = isinstance(timer, gr.Timer) and timer.active
+    is_comparison = isinstance(new_watch, dict) and bool(new_watch.get("comparison_id"))
+    return out + (gr.update(visible=is_comparison and not following), gr.update(visible=following))
 
 
 def _schedule_error(schedule_value) -> str:

@@ -178,3 +178,15 @@ def test_a_model_that_cannot_load_shows_a_message_not_a_traceback(page, studio):
     page.wait_for_selector("#h-videos [data-status=failed]")
     text = page.inner_text("#h-card") + page.inner_text("#h-videos")
     assert "could not be loaded" in text and "PWAN_WAN_PATH" in text and "Traceback" not in text
+
+
+def test_a_running_run_can_be_cancelled_from_the_page(page, studio):
+    open_page(page, studio)
+    page.fill("#prompt textarea", "a slow purple star spins")
+    page.fill("#schedule input", "100-100-100")
+    page.keyboard.press("Enter")
+    page.click("#generate-btn")
+    page.wait_for_selector("#gen-progress [data-status=running]", timeout=60_000)
+    page.click("#gen-cancel")
+    page.wait_for_selector("#gen-progress [data-status=cancelled]", timeout=60_000)
+    assert not page.locator("#gen-cancel").is_visible()
