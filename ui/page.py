@@ -78,10 +78,14 @@ def schedule_choices(model_value: str | None = None) -> list[str]:
             card = _api().get_checkpoint(int(model_value[len(CHECKPOINT_PREFIX):]))["card"] or {}
         except Exception:  # noqa: BLE001 - a missing card just adds nothing
             card = {}
-        extra = card.get("schedules") or card.get("schedule") or card.get("recommended_schedule") or []
-        for s in [extra] if isinstance(extra, str) else list(extra):
-            if isinstance(s, str) and s not in choices:
-                choices.insert(0, s)
+        extra = []
+        for key in ("recommended_schedules", "schedules", "schedule"):  # finetune/ writes the first two
+            value = card.get(key)
+            extra += [value] if isinstance(value, str) else list(value or [])
+        for sched in reversed(list(dict.fromkeys(e for e in extra if isinstance(e, str)))):
+            if sched in choices:
+                choices.remove(sched)
+            choices.insert(0, sched)
     return choices
 
 
@@ -469,8 +473,12 @@ def build_page() -> gr.Blocks:
             return gr.update()
 
         mode.input(on_mode, [mode, schedule], [schedule], api_name=False, queue=False)
-        model.input(lambda m, s: gr.update(choices=schedule_choices(m), value=s), [model, schedule], [schedule],
-                    api_name=False, queue=False)
+        def on_model(model_value, schedule_value):
+            choices = schedule_choices(model_value)
+            recommended = choices[0] if choices[0] not in views.SCHEDULE_PRESETS else None
+            return gr.update(choices=choices, value=recommended or schedule_value)
+
+        model.input(friendly(on_model), [model, schedule], [schedule], api_name=False)
 
         # ---- generate
         gen_inputs = [prompt, negative_prompt, model, mode, schedule, guidance, seed, random_seed, size, compare_box]

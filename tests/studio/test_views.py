@@ -63,3 +63,18 @@ def test_speedup_and_card():
     assert "stage 3" in card and "seed `5`" in card and "4.00x fewer TFLOPs" in card
     table = views.compare_table({**original, "mode": "original", "schedule": "0-0-5"}, row)
     assert ["TFLOPs", "8.0", "2.0", "4.00x"] in table
+
+
+def test_a_distilled_checkpoint_offers_its_few_step_schedules(monkeypatch):
+    from ui import page
+
+    class FakeApi:
+        @staticmethod
+        def get_checkpoint(checkpoint_id):
+            assert checkpoint_id == 3
+            return {"card": {"schedule": "2-2-1", "recommended_schedules": ["1-1-1", "2-2-1", "20-20-10"]}}
+
+    monkeypatch.setattr(page, "_api", lambda: FakeApi)
+    assert page.schedule_choices("checkpoint:3")[:3] == ["1-1-1", "2-2-1", "20-20-10"]
+    assert page.schedule_choices("tiny") == views.SCHEDULE_PRESETS
+    assert page.split_model("checkpoint:3") == (None, 3) and page.split_model("tiny") == ("tiny", None)
