@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from ui.auth import guard
+from ui.auth import admin_password, guard
 
 MAX_ID = 2**31 - 1
 SIDE_LIMIT = 10**6  # far past any valid shape; keeps arithmetic on huge numbers out
@@ -223,7 +223,7 @@ def build_router(worker=None) -> APIRouter:
             "queue": counts,
             "default_model": default_preset(),
             "embedded_worker": None if worker is None else {"alive": worker.alive, "restarts": worker.restarts},
-            "admin": bool(__import__("ui.auth", fromlist=["admin_password"]).admin_password()),
+            "admin": admin_password() is not None,
         }
 
     @r.post("/runs", status_code=201, tags=["runs"], summary="Queue a run; answers the run (with its id)")
