@@ -26,7 +26,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -412,7 +412,8 @@ def train(cfg: TrainConfig | dict, on_step: Callable[[dict], bool | None] | None
     if (state_dir / "train_state.pt").is_file():
         step, history = _load_state(state_dir, cfg, named, optimizer, ema, order, generator,
                                     accelerator.process_index)
-        log(f"resumed from step {step}")
+        if main:
+            log(f"resumed from step {step}")
     transformer, optimizer = accelerator.prepare(transformer, optimizer)
     if teacher is not None:
         teacher.to(device)
@@ -493,7 +494,8 @@ def train(cfg: TrainConfig | dict, on_step: Callable[[dict], bool | None] | None
             status = "cancelled"
         if stop or step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
             card = checkpoint(complete=step == cfg.steps)
-            log(f"step {step}: checkpoint written to {out}")
+            if main:
+                log(f"step {step}: checkpoint written to {out}")
     if card is None and step > 0:
         card = _card(cfg, plan, step, history, meta, step >= cfg.steps)
         if not (out / "card.json").is_file():

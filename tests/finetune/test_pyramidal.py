@@ -9,7 +9,6 @@ import torch
 
 from core import GenerationRequest, StagePlan, load_pipeline
 from core.pipeline import PyramidalWanPipeline
-from finetune.data import LatentDataset
 from finetune.pyramidal import ConfigError, TrainConfig, evaluate, train, validate_config
 
 from .conftest import SCHEDULE, SHAPE
