@@ -182,6 +182,15 @@ def validate_config(cfg: TrainConfig | dict, *, check_data: bool = True) -> Trai
             and all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in cfg.betas)):
         raise ConfigError(f"betas must be two numbers in [0, 1); got {cfg.betas!r}", "betas")
     cfg.betas = tuple(float(b) for b in cfg.betas)
+    for name in ("name", "sample_prompt", "sample_schedule", "teacher_schedule"):
+        if not isinstance(getattr(cfg, name), str):
+            raise ConfigError(f"{name} must be text; got {getattr(cfg, name)!r}", name)
+    for name in ("teacher", "cache_dir", "device"):
+        if getattr(cfg, name) is not None and not isinstance(getattr(cfg, name), str):
+            raise ConfigError(f"{name} must be text or null; got {getattr(cfg, name)!r}", name)
+    for name in ("bf16", "gradient_checkpointing"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"{name} must be true or false; got {getattr(cfg, name)!r}", name)
     if not isinstance(cfg.out, str) or not cfg.out.strip():
         raise ConfigError("out must name the checkpoint folder to write", "out")
     try:
@@ -194,6 +203,9 @@ def validate_config(cfg: TrainConfig | dict, *, check_data: bool = True) -> Trai
                                   f"like schedule {plan.schedule!r}", "sample_schedule")
     except RequestError as exc:
         raise ConfigError(f"the stage plan cannot run: {exc}", exc.field or "schedule") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"boundaries must be a list of noise levels like [0.667, 0.333] ({exc})",
+                          "boundaries") from None
     if plan.num_stages < 2:
         raise ConfigError(f"schedule {cfg.schedule!r} has one stage: a pyramidal finetune needs 2 to 4", "schedule")
     tcfg = base_transformer_config(cfg.base)
