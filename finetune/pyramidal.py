@@ -23,6 +23,7 @@ import json
 import math
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,11 +216,15 @@ def validate_config(cfg: TrainConfig | dict, *, check_data: bool = True) -> Trai
         raise ConfigError("data is empty: give a folder of captioned videos, a prompts file or world:N", "data")
     if cfg.data.startswith("world:"):
         n = cfg.data.split(":", 1)[1]
-        if not n.isdigit() or not 1 <= int(n) <= 1_000_000:
+        if not re.fullmatch(r"[0-9]{1,7}", n) or not 1 <= int(n) <= 1_000_000:
             raise ConfigError(f"data {cfg.data!r}: write world:N with N from 1 to 1,000,000", "data")
     elif check_data:
-        path = Path(cfg.data).expanduser()
-        if not path.exists():
+        try:
+            path = Path(cfg.data).expanduser()
+            exists = path.exists()
+        except (OSError, ValueError, RuntimeError):
+            exists = False
+        if not exists:
             raise ConfigError(f"data folder {cfg.data!r} does not exist", "data")
         if path.is_file():
             if cfg.teacher is None:
