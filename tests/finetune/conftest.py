@@ -14,6 +14,17 @@ SCHEDULE = "1-1-1"
 DATA = "world:2"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models on a shared CPU: one thread is ~10x faster than OpenMP teams fighting for cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def world_cache(tmp_path_factory):
     """A cache folder holding the latents of two mini-world clips at every stage."""

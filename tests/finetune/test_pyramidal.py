@@ -13,7 +13,7 @@ from finetune.pyramidal import ConfigError, TrainConfig, evaluate, train, valida
 
 from .conftest import SCHEDULE, SHAPE
 
-OVERFIT_STEPS = 50
+OVERFIT_STEPS = 100
 OVERFIT_CLIPS = 1
 OVERFIT_PER_STAGE = 2
 OVERFIT_DATA = f"world:{OVERFIT_CLIPS}"
