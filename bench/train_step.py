@@ -2,6 +2,7 @@
 
     python bench/train_step.py                 # tiny preset and a mid-size random Wan, 17x128x128
     python bench/train_step.py --reps 5 --frames 33 --size 256 --device cuda
+    python bench/train_step.py --threads 1      # a shared CPU: one thread avoids OpenMP contention
 
 One step = for every stage: build the section-7 target, forward, backward; then clip and AdamW.
 Latents and text embeddings are random at the plan's stage shapes (the VAE and the text encoder
@@ -113,7 +114,7 @@ def bench(name: str, transformer, text_dim: int, text_len: int, plan, shape, dev
     step_med = sum(med) + opt_med  # shares are of this sum; the wall time also holds the probes' overhead
     n_params = sum(p.numel() for p in params)
     print(f"\n{name}: {n_params / 1e6:.2f} M trainable parameters, clip {shape[0]}x{shape[1]}x{shape[2]}, "
-          f"plan {plan.schedule}, {device}, median of {reps} steps")
+          f"plan {plan.schedule}, {device} ({torch.get_num_threads()} threads), median of {reps} steps")
     print(f"  {'stage':<10}{'latent T x H x W':<20}{'tokens':>8}{'seconds':>10}{'share':>8}{'peak MB':>10}")
     p_t, p_h, p_w = transformer.config.patch_size
     for k, s in enumerate(shapes):
@@ -136,7 +137,10 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--only", choices=["tiny", "mid"], default=None)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     plan = StagePlan.parse(args.schedule)
     shape = (args.frames, args.size, args.size)
