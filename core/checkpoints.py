@@ -69,6 +69,8 @@ def apply_checkpoint(transformer: torch.nn.Module, path: str | Path) -> torch.nn
             from diffusers import WanTransformer3DModel
 
             loaded = WanTransformer3DModel.from_pretrained(str(path / "transformer"), torch_dtype=transformer.dtype)
+            for p in loaded.parameters():  # own the memory: memory-mapped weights took other CPU kernels
+                p.data = p.data.clone()
             return loaded.to(transformer.device).eval().requires_grad_(False)
         from peft import LoraConfig, set_peft_model_state_dict
         from safetensors.torch import load_file

@@ -693,7 +693,7 @@ def build_page() -> gr.Blocks:
                     gr.update(choices=model_choices()))
 
         def register_ckpt(path, base, name):
-            row = _api().register_checkpoint(path, base, name)
+            row = _api().register_checkpoint(path, base, name, roots=_api().allowed_roots())
             return f"Registered `{row['name']}` over `{row['base']}`.", ckpt_rows(), gr.update(choices=model_choices())
 
         j_refresh.click(admin_only(lambda: (jobs_rows(), ckpt_rows())), [admin_ok], [j_table, c_table], api_name=False)

@@ -317,7 +317,8 @@ def build_router(worker=None) -> APIRouter:
 
     @admin.post("/checkpoints", status_code=201, summary="Register a checkpoint folder")
     def register(body: CheckpointIn) -> dict:
-        return _call(api.register_checkpoint, body.path, body.base, body.name, body.card)
+        return _call(api.register_checkpoint, body.path, body.base, body.name, body.card,
+                     roots=api.allowed_roots())
 
     @admin.patch("/checkpoints/{checkpoint_id}", summary="Rename a checkpoint")
     def rename(checkpoint_id: Id, body: RenameIn) -> dict:

@@ -20,6 +20,8 @@ from db import checkpoints as db_checkpoints
 from db import jobs as db_jobs
 from db import queue
 from db import runs as db_runs
+from db.config import checkpoints_dir as _checkpoints_dir
+from db.config import data_dir as _data_dir
 from db.models import ALL_STATUSES, FINAL_STATUSES, FinetuneJob, Run
 
 log = logging.getLogger(__name__)
@@ -384,17 +386,40 @@ def get_checkpoint(checkpoint_id: int) -> dict[str, Any]:
     return row
 
 
+def allowed_roots() -> list[Path]:
+    """Folders the page and the REST API may name on the server: the data folder and the
+    checkpoints shipped with the project (``models/``)."""
+    return [_data_dir().resolve(), (Path(__file__).resolve().parent.parent / "models").resolve()]
+
+
+def _confine(value: Any, field: str, roots: list[Path]) -> Path:
+    """``value`` as a path that stays inside one of ``roots`` once resolved (no ``..`` or links out)."""
+    if not isinstance(value, (str, Path)) or not str(value).strip() or "\x00" in str(value):
+        raise ValidationError(f"{field} must be a folder path", field)
+    raw = Path(str(value)).expanduser()
+    resolved = (roots[0] / raw).resolve() if not raw.is_absolute() else raw.resolve()
+    if not any(resolved == root or root in resolved.parents for root in roots):
+        raise ValidationError(
+            f"{field} {str(value)!r} is outside the folders the studio may use "
+            f"({', '.join(str(r) for r in roots)})", field)
+    return resolved
+
+
 def register_checkpoint(
-    path: str | Path, base: str, name: str, card: dict[str, Any] | None = None
+    path: str | Path, base: str, name: str, card: dict[str, Any] | None = None,
+    *, roots: list[Path] | None = None,
 ) -> dict[str, Any]:
     """Register a checkpoint folder over preset ``base`` under ``name``.
 
     ``card`` defaults to the folder's ``card.json`` (if any); its ``kind`` (full | lora,
-    default full) and ``base`` (must match) are checked.
+    default full) and ``base`` (must match) are checked. With ``roots`` (the page and the REST
+    API pass :func:`allowed_roots`) the folder must lie inside one of them.
     """
     from core import list_presets
 
     name = _check_name(name)
+    if roots is not None:
+        path = _confine(path, "path", roots)
     folder = Path(str(path or "")).expanduser()
     if not str(path or "").strip() or not folder.is_dir():
         raise ValidationError(f"checkpoint folder {str(path)!r} does not exist", "path")
@@ -482,6 +507,15 @@ def submit_job(name: str, base: str, config: dict[str, Any] | None = None) -> di
     if db_checkpoints.find_checkpoint(name) is not None:
         raise ValidationError(f"A checkpoint named {name!r} already exists; choose another name.", "name")
     settings = {**(config or {}), "base": base, "name": name}
+    # A job names no server paths of its own choosing: its checkpoint and cache go under the
+    # data folder, and its data is the mini world or a folder inside the data folder.
+    roots = allowed_roots()
+    for key in ("out", "cache_dir"):
+        if settings.get(key) not in (None, ""):
+            settings[key] = str(_confine(settings[key], key, [_checkpoints_dir().resolve()]))
+    data = settings.get("data")
+    if isinstance(data, str) and data.strip() and not data.startswith("world:"):
+        settings["data"] = str(_confine(data, "data", roots))
     settings.setdefault("out", default_out_dir(name))
     try:
         checked = validate_config(settings)

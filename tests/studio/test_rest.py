@@ -161,10 +161,15 @@ def test_wrong_password_is_403_right_one_works(studio, tmp_path):
     assert http.post("/api/admin/jobs/7/cancel", headers=ADMIN).status_code == 404
 
     # checkpoints: register, list, rename, use, delete
-    folder = tmp_path / "ckpt"
-    folder.mkdir()
-    bad = http.post("/api/admin/checkpoints", headers=ADMIN, json={"path": str(tmp_path / "none"), "base": "tiny", "name": "x"})
+    folder = studio.data_dir / "uploads" / "ckpt"
+    folder.mkdir(parents=True, exist_ok=True)
+    bad = http.post("/api/admin/checkpoints", headers=ADMIN, json={"path": str(folder.parent / "none"), "base": "tiny", "name": "x"})
     assert bad.status_code == 422 and bad.json()["field"] == "path"
+    # path tricks: folders outside the data folder are refused, even ones that exist
+    (tmp_path / "outside").mkdir()
+    for trick in (str(tmp_path / "outside"), "/etc", str(studio.data_dir / ".." / "outside"), "../../etc"):
+        bad = http.post("/api/admin/checkpoints", headers=ADMIN, json={"path": trick, "base": "tiny", "name": "x"})
+        assert bad.status_code == 422 and "outside the folders" in bad.json()["detail"], trick
     r = http.post("/api/admin/checkpoints", headers=ADMIN, json={"path": str(folder), "base": "tiny", "name": "my-ckpt"})
     assert r.status_code == 201, r.text
     ckpt = r.json()
@@ -233,6 +238,12 @@ def test_admin_finetune_jobs(bare_studio):
     bad = http.post("/api/admin/jobs", headers=ADMIN, json={"name": "j", "base": "tiny", "config": {"stepz": 1}})
     assert bad.status_code == 422 and "stepz" in bad.json()["detail"]
     assert http.post("/api/admin/jobs", json={"name": "j", "base": "tiny"}).status_code == 401
+    before = len(http.get("/api/admin/jobs", headers=ADMIN).json()["items"])
+    for key, trick in (("data", "/etc"), ("data", "../../.."), ("out", "/tmp/elsewhere"), ("cache_dir", "../x")):
+        bad = http.post("/api/admin/jobs", headers=ADMIN,
+                        json={"name": "j", "base": "tiny", "config": {"data": "world:4", "steps": 2, key: trick}})
+        assert bad.status_code == 422 and bad.json()["field"] == key, (key, trick, bad.text)
+    assert len(http.get("/api/admin/jobs", headers=ADMIN).json()["items"]) == before
     r = http.post("/api/admin/jobs", headers=ADMIN,
                   json={"name": "tiny-pyr", "base": "tiny", "config": {"data": "world:4", "steps": 2, "schedule": "2-2-1"}})
     assert r.status_code == 201, r.text
