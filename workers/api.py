@@ -16,6 +16,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from core.errors import RequestError
 from db import checkpoints as db_checkpoints
 from db import jobs as db_jobs
 from db import queue
@@ -34,16 +35,8 @@ CHECKPOINT_KINDS = ("full", "lora")
 DEFAULT_PYRAMID_SCHEDULE = "20-20-10"
 
 
-class ValidationError(ValueError):
+class ValidationError(RequestError):
     """Input that cannot be accepted; ``field`` names it (None: the request as a whole)."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
-
-    @property
-    def message(self) -> str:
-        return str(self)
 
 
 class NotFoundError(LookupError):
