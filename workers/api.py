@@ -21,7 +21,6 @@ from db import checkpoints as db_checkpoints
 from db import jobs as db_jobs
 from db import queue
 from db import runs as db_runs
-from db.config import checkpoints_dir as _checkpoints_dir
 from db.config import data_dir as _data_dir
 from db.models import ALL_STATUSES, FINAL_STATUSES, FinetuneJob, Run
 
@@ -505,7 +504,7 @@ def submit_job(name: str, base: str, config: dict[str, Any] | None = None) -> di
     roots = allowed_roots()
     for key in ("out", "cache_dir"):
         if settings.get(key) not in (None, ""):
-            settings[key] = str(_confine(settings[key], key, [_checkpoints_dir().resolve()]))
+            settings[key] = str(_confine(settings[key], key, [_data_dir().resolve()]))
     data = settings.get("data")
     if isinstance(data, str) and data.strip() and not data.startswith("world:"):
         settings["data"] = str(_confine(data, "data", roots))

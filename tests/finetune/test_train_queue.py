@@ -1,6 +1,10 @@
 """Finetune jobs through the queue: a real Celery worker on ``train`` runs them, writes progress
 and losses into the row, registers the checkpoint; a cancel stops a job and leaves a usable
 checkpoint; bad configs are refused by the API before anything is stored."""
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 
 from core import load_pipeline
@@ -9,7 +13,12 @@ from .conftest import SCHEDULE, SHAPE
 
 
 def _config(world_cache, **extra):
-    return {**dict(data="world:2", schedule=SCHEDULE, lr=1e-2, cache_dir=str(world_cache), device="cpu",
+    """Job settings over a copy of the shared cache inside the data folder (the API refuses
+    server paths outside it)."""
+    cache = Path(os.environ["PWAN_DATA_DIR"]) / "cache" / "world"
+    if not cache.exists():
+        shutil.copytree(world_cache, cache)
+    return {**dict(data="world:2", schedule=SCHEDULE, lr=1e-2, cache_dir=str(cache), device="cpu",
                    **SHAPE), **extra}
 
 
