@@ -38,6 +38,7 @@ class VAEConfig:
     dim_mult: list = field(default_factory=lambda: [1, 2, 4, 4])
     train_clips: int = 2000  # seeds [0, train_clips) train, then held-out seeds
     eval_clips: int = 16
+    stats_clips: int = 64  # clips the latent mean/std are measured on
     save_every: int = 50
     eval_every: int = 250
     threads: int = 0  # 0: torch default
@@ -148,7 +149,7 @@ def train(cfg: VAEConfig, log=print) -> dict:
                         "history": history, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                         "config": asdict(cfg)}, tmp)
             tmp.replace(state_path)
-    mean, std = latent_stats(vae, cfg, world)
+    mean, std = latent_stats(vae, cfg, world, clips=cfg.stats_clips)
     final = build_vae(cfg, mean, std)
     final.load_state_dict(vae.state_dict())
     final.save_pretrained(str(out / "vae"), safe_serialization=True)

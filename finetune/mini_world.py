@@ -1,0 +1,255 @@
+"""The mini-world recipe: a small Wan trained on the procedural world, then made pyramidal.
+
+Phases, each resumable from its last state (run the same command again to continue):
+
+1. ``vae``: a small ``AutoencoderKLWan`` (:mod:`finetune.mini_vae`).
+2. ``base``: assemble a diffusers-format folder: that VAE, the tiny preset's text encoder and
+   word-level tokenizer, and a freshly initialised small ``WanTransformer3DModel``.
+3. ``pretrain``: ordinary flow matching of the transformer (the "pretrained original").
+4. ``ship``: copy the folder to ``models/mini`` (the ``mini`` preset), with a card recording the
+   compute each phase took.
+5. ``pyramid``: the pyramidal finetune of :mod:`finetune.pyramidal` over ``mini``, with at most
+   10% of the pretraining steps, shipped as ``models/mini-pyramidal``.
+
+    python -m finetune.mini_world                       # the whole recipe (hours on a CPU)
+    python -m finetune.mini_world --vae-steps 2 --pretrain-steps 2 --pyramid-steps 1 --clips 4 \\
+        --work /tmp/mini --ship /tmp/ship                # a few steps of each phase
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def mini_transformer_config() -> dict:
+    """About 1.2M parameters: 4 layers of width 128, text width of the tiny UMT5 encoder."""
+    return dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=64, in_channels=16,
+                out_channels=16, text_dim=32, freq_dim=64, ffn_dim=512, num_layers=4, cross_attn_norm=True,
+                qk_norm="rms_norm_across_heads", rope_max_seq_len=64)
+
+
+@dataclass
+class RecipeConfig:
+    work: str = "data/mini"  # resumable states of every phase
+    ship: str = str(REPO / "models")  # mini/ and mini-pyramidal/ go here
+    vae_steps: int = 3000
+    pretrain_steps: int = 20000
+    pyramid_steps: int = 2000
+    pyramid_schedule: str = "20-20-10"
+    clips: int = 4096  # world clips (seeds 0..clips-1) the transformer trains on
+    batch: int = 16
+    lr: float = 5e-4
+    warmup: int = 200
+    cond_dropout: float = 0.1  # share of unconditional samples, for classifier-free guidance
+    shift: float = 3.0
+    save_every: int = 100
+    threads: int = 0
+    seed: int = 0
+    vae_crop: int = 32
+    vae_crop_frames: int = 17
+    transformer: dict = field(default_factory=mini_transformer_config)
+
+
+# ---------------------------------------------------------------------------------- phases
+def phase_vae(cfg: RecipeConfig, log) -> Path:
+    from .mini_vae import VAEConfig, train
+
+    out = Path(cfg.work) / "vae"
+    if not (out / "vae" / "config.json").is_file() or _state_step(out / "state.pt") < cfg.vae_steps:
+        train(VAEConfig(out=str(out), steps=cfg.vae_steps, crop=cfg.vae_crop, crop_frames=cfg.vae_crop_frames,
+                        threads=cfg.threads, seed=cfg.seed, save_every=min(50, cfg.vae_steps),
+                        eval_every=max(1, min(250, cfg.vae_steps)), eval_clips=min(16, cfg.clips),
+                        stats_clips=min(64, cfg.clips)), log=log)
+    return out / "vae"
+
+
+def phase_base(cfg: RecipeConfig, vae_dir: Path, log) -> Path:
+    from diffusers import WanTransformer3DModel
+
+    from core.presets import build_components
+
+    base = Path(cfg.work) / "base"
+    if (base / "transformer" / "config.json").is_file():
+        return base
+    tmp = base.with_name("base.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    comps = build_components("tiny", "cpu")
+    comps.text_encoder.save_pretrained(str(tmp / "text_encoder"))
+    comps.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+    shutil.copytree(vae_dir, tmp / "vae")
+    torch.manual_seed(cfg.seed)
+    WanTransformer3DModel(**cfg.transformer).save_pretrained(str(tmp / "transformer"))
+    (tmp / "card.json").write_text(json.dumps({"flow_shift": cfg.shift, "max_sequence_length": 64}))
+    tmp.replace(base)
+    log(f"assembled the base folder {base}")
+    return base
+
+
+def _state_step(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return int(torch.load(path, weights_only=False, map_location="cpu")["step"])
+
+
+@torch.no_grad()
+def encode_world(pipe, count: int, cache: Path, log) -> dict:
+    """Normalised VAE latents of world clips ``0..count-1`` and the text embeddings of their captions."""
+    from .world import make_clip
+
+    if cache.exists():
+        data = torch.load(cache, weights_only=False)
+        if data["latents"].shape[0] >= count:
+            return data
+    vae = pipe.vae
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    latents, captions = [], []
+    for i in range(count):
+        frames, text, _ = make_clip(i)
+        x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+        latents.append(((vae.encode(x).latent_dist.mode() - mean) / std)[0])
+        captions.append(text)
+        if (i + 1) % 256 == 0:
+            log(f"encoded {i + 1}/{count} clips")
+    vocab = sorted(set(captions))
+    embeds = torch.cat([pipe.encode(t, "", False)[0] for t in vocab] + [pipe.encode("", "", False)[0]])
+    data = {"latents": torch.stack(latents), "caption_index": torch.tensor([vocab.index(c) for c in captions]),
+            "captions": vocab, "embeds": embeds}  # the last embedding is the empty prompt
+    torch.save(data, cache)
+    return data
+
+
+def phase_pretrain(cfg: RecipeConfig, base: Path, log) -> dict:
+    """Flow matching ``x = (1 - sigma) x0 + sigma eps``, target ``eps - x0`` (Wan's convention)."""
+    from core.pipeline import PyramidalWanPipeline
+    from core.plan import shift_sigma
+    from core.presets import Components, _load_folder
+
+    work = Path(cfg.work) / "pretrain"
+    work.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    transformer, vae, text_encoder, tokenizer = _load_folder(str(base), torch.device("cpu"), torch.float32)
+    pipe = PyramidalWanPipeline.from_components(
+        Components(transformer, vae, text_encoder, tokenizer, max_sequence_length=64), name="mini")
+    data = encode_world(pipe, cfg.clips, work / "latents.pt", log)
+    model = transformer.train().requires_grad_(True)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, seconds, history = 0, 0.0, []
+    state_path = work / "state.pt"
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        step, seconds, history = state["step"], state["seconds"], state["history"]
+        log(f"pretrain resumed at step {step}")
+    n_empty = data["embeds"].shape[0] - 1
+    while step < cfg.pretrain_steps:
+        t0 = time.perf_counter()
+        warm = min(1.0, (step + 1) / max(1, cfg.warmup))
+        lr = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * step / cfg.pretrain_steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.randint(0, data["latents"].shape[0], (cfg.batch,), generator=gen)
+        x0 = data["latents"][idx]
+        cap = data["caption_index"][idx].clone()
+        cap[torch.rand(cfg.batch, generator=gen) < cfg.cond_dropout] = n_empty
+        sigma = shift_sigma(torch.rand(cfg.batch, generator=gen), cfg.shift).view(-1, 1, 1, 1, 1)
+        eps = torch.randn(x0.shape, generator=gen)
+        x = (1 - sigma) * x0 + sigma * eps
+        pred = model(hidden_states=x, timestep=sigma.flatten() * 1000, encoder_hidden_states=data["embeds"][cap],
+                     return_dict=False)[0]
+        loss = (pred - (eps - x0)).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        seconds += time.perf_counter() - t0
+        history.append(round(loss.item(), 5))
+        if step % 50 == 0 or step == cfg.pretrain_steps:
+            log(f"pretrain step {step}/{cfg.pretrain_steps} loss {np.mean(history[-50:]):.4f} lr {lr:.2e} "
+                f"({seconds / step:.2f}s/step)")
+        if step % cfg.save_every == 0 or step == cfg.pretrain_steps:
+            tmp = work / "state.pt.tmp"
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "step": step,
+                        "seconds": seconds, "history": history}, tmp)
+            tmp.replace(state_path)
+    model.eval().requires_grad_(False)
+    model.save_pretrained(str(work / "transformer"))
+    return {"steps": step, "cpu_seconds": seconds, "final_loss": float(np.mean(history[-50:])) if history else None}
+
+
+def phase_ship(cfg: RecipeConfig, base: Path, pretrain: dict, vae_summary: dict, log) -> Path:
+    ship = Path(cfg.ship) / "mini"
+    tmp = ship.with_name("mini.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for part in ("vae", "text_encoder", "tokenizer"):
+        shutil.copytree(base / part, tmp / part)
+    shutil.copytree(Path(cfg.work) / "pretrain" / "transformer", tmp / "transformer")
+    card = {"flow_shift": cfg.shift, "max_sequence_length": 64, "world": "simple (finetune.world.WorldConfig)",
+            "compute": {"vae": {"steps": vae_summary.get("steps"), "cpu_seconds": vae_summary.get("cpu_seconds"),
+                                "held_out_psnr_db": vae_summary.get("psnr")},
+                        "pretrain": pretrain},
+            "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("work", "ship")}}
+    (tmp / "card.json").write_text(json.dumps(card, indent=2))
+    shutil.rmtree(ship, ignore_errors=True)
+    tmp.replace(ship)
+    log(f"shipped the mini preset to {ship}")
+    return ship
+
+
+def phase_pyramid(cfg: RecipeConfig, ship: Path, log) -> Path:
+    from .pyramidal import TrainConfig, train
+
+    if cfg.pyramid_steps > max(1, cfg.pretrain_steps // 10):
+        raise ValueError("the pyramidal finetune may take at most 10% of the pretraining steps")
+    os.environ["PWAN_MINI_PATH"] = str(ship)
+    out = Path(cfg.ship) / "mini-pyramidal"
+    result = train(TrainConfig(base="mini", data=f"world:{min(cfg.clips, 512)}", out=str(out), name="mini-pyramidal",
+                               steps=cfg.pyramid_steps, schedule=cfg.pyramid_schedule, seed=cfg.seed,
+                               per_stage=max(1, cfg.batch // 3), lr=min(cfg.lr, 2e-4)), log=log)
+    log(f"pyramidal finetune: {result.status} after {result.step} steps -> {out}")
+    return out
+
+
+def run(cfg: RecipeConfig, log=print) -> dict:
+    vae_dir = phase_vae(cfg, log)
+    vae_summary = json.loads((vae_dir.parent / "summary.json").read_text())
+    base = phase_base(cfg, vae_dir, log)
+    pretrain = phase_pretrain(cfg, base, log)
+    ship = phase_ship(cfg, base, pretrain, vae_summary, log)
+    pyramid = phase_pyramid(cfg, ship, log)
+    return {"mini": str(ship), "mini_pyramidal": str(pyramid), "pretrain": pretrain,
+            "vae_psnr_db": vae_summary.get("psnr")}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m finetune.mini_world", description=__doc__.splitlines()[0])
+    defaults = RecipeConfig()
+    for f in RecipeConfig.__dataclass_fields__.values():
+        if f.name == "transformer":
+            continue
+        ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)),
+                        default=getattr(defaults, f.name))
+    cfg = RecipeConfig(**vars(ap.parse_args(argv)))
+    print(json.dumps(run(cfg, log=lambda m: print(m, flush=True))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
