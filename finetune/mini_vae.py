@@ -8,6 +8,9 @@ training clips) go into the VAE config, as Wan's ``latents_mean`` / ``latents_st
 is saved in diffusers format to ``out/vae``.
 
     python -m finetune.mini_vae --out data/mini/vae --steps 3000
+
+A weights-only ``state.pt`` (model, step, seconds, history) also resumes, with a fresh optimiser:
+that is how a partly trained VAE travels between machines (``models/mini-work/``).
 """
 
 from __future__ import annotations
@@ -114,11 +117,12 @@ def train(cfg: VAEConfig, log=print) -> dict:
     state_path = out / "state.pt"
     if state_path.exists():
         state = torch.load(state_path, weights_only=False)
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
+        vae.load_state_dict({k: v.float() for k, v in state["model"].items()})
         step, seconds, history = state["step"], state["seconds"], state["history"]
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
+        if "opt" in state:  # a shipped seed state (weights only) restarts the optimiser
+            opt.load_state_dict(state["opt"])
+            rng.bit_generator.state = state["rng"]
+            torch.set_rng_state(state["torch_rng"])
         log(f"resumed at step {step} ({seconds / 3600:.2f} CPU-h so far)")
     vae.train()
     while step < cfg.steps:

@@ -44,6 +44,7 @@ def mini_transformer_config() -> dict:
 class RecipeConfig:
     work: str = "data/mini"  # resumable states of every phase
     ship: str = str(REPO / "models")  # mini/ and mini-pyramidal/ go here
+    seed_states: str = str(REPO / "models" / "mini-work")  # committed partial states to start from
     vae_steps: int = 3000
     pretrain_steps: int = 20000
     pyramid_steps: int = 2000
@@ -67,6 +68,11 @@ def phase_vae(cfg: RecipeConfig, log) -> Path:
     from .mini_vae import VAEConfig, train
 
     out = Path(cfg.work) / "vae"
+    seed = Path(cfg.seed_states) / "vae" / "state.pt"
+    if not (out / "state.pt").exists() and seed.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(seed, out / "state.pt")
+        log(f"starting the VAE from the committed state {seed}")
     if not (out / "vae" / "config.json").is_file() or _state_step(out / "state.pt") < cfg.vae_steps:
         train(VAEConfig(out=str(out), steps=cfg.vae_steps, crop=cfg.vae_crop, crop_frames=cfg.vae_crop_frames,
                         threads=cfg.threads, seed=cfg.seed, save_every=min(50, cfg.vae_steps),

@@ -13,7 +13,8 @@ from core import GenerationRequest, load_pipeline
 def test_short_recipe_ships_a_loadable_mini_preset_and_pyramidal_checkpoint(tmp_path, monkeypatch):
     from finetune.mini_world import RecipeConfig, run
 
-    cfg = RecipeConfig(work=str(tmp_path / "work"), ship=str(tmp_path / "ship"), vae_steps=2, pretrain_steps=10,
+    cfg = RecipeConfig(work=str(tmp_path / "work"), ship=str(tmp_path / "ship"), seed_states=str(tmp_path / "none"),
+                       vae_steps=2, pretrain_steps=10,
                        pyramid_steps=1, clips=3, batch=3, warmup=2, save_every=5, threads=1)
     out = run(cfg, log=lambda m: None)
     card = json.loads((tmp_path / "ship" / "mini" / "card.json").read_text())
