@@ -171,6 +171,7 @@ def _generate(run_id: int, row: dict[str, Any], cache: ModelCache, beat: Heartbe
         path = preview_path(run_id)
         _write_video(frames, path, fps)
         preview["path"] = str(path)
+        beat.beat(preview_path=str(path))  # followers see it now, not only when the run ends
 
     reporter = ProgressReporter(beat, config.progress_seconds(), on_preview=save_preview)
     try:

@@ -25,8 +25,8 @@ class FakePipeline:
 
     fps = 8
 
-    def __init__(self, steps=3, on_step=None, error=None):
-        self.steps, self.on_step, self.error = steps, on_step, error
+    def __init__(self, steps=3, on_step=None, error=None, preview=None):
+        self.steps, self.on_step, self.error, self.preview = steps, on_step, error, preview
 
     def generate(self, request, callback=None):
         from core import Cancelled
@@ -38,9 +38,10 @@ class FakePipeline:
                     self.on_step(stage, step)
                 if self.error is not None:
                     raise self.error
+                last_of_lowest = stage == 0 and step == self.steps
                 info = {"stage": stage, "stages": 2, "step": step, "steps": self.steps,
                         "fraction": (stage * self.steps + step) / total, "sigma": 0.5,
-                        "preview": None}
+                        "preview": self.preview if last_of_lowest else None}
                 if callback is not None and callback(info):
                     raise Cancelled("stopped")
         frames = np.zeros((request.frames, request.height, request.width, 3), np.uint8)
@@ -74,6 +75,22 @@ def test_done_then_idempotent(pwan_env):
     assert execute_run(run["id"], WORKER, cache_with(FakePipeline())) == "skipped: done"
     assert api.get_run(run["id"])["attempts"] == 1
     assert execute_run(run["id"] + 50, WORKER, cache_with(FakePipeline())) == "missing"
+
+
+def test_preview_is_on_the_row_while_the_run_is_still_running(pwan_env):
+    run = api.submit_run("a red circle", **QUICK)
+    seen = []
+
+    def look(stage, step):
+        if stage == 1 and step == 1:  # the lowest stage has ended, the run goes on
+            row = api.get_run(run["id"])
+            seen.append((row["status"], row["preview_path"]))
+
+    frames = np.full((5, 16, 16, 3), 128, np.uint8)
+    assert execute_run(run["id"], WORKER, cache_with(FakePipeline(on_step=look, preview=frames))) == "done"
+    (status, path), = seen
+    assert status == "running" and path and path.endswith(f"{run['id']}.preview.mp4")
+    assert api.get_run(run["id"])["preview_path"] == path
 
 
 def test_model_load_error_fails_with_its_message(pwan_env):
