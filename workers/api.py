@@ -443,6 +443,33 @@ def register_checkpoint(
         raise ValidationError(str(exc), "name") from None
 
 
+def register_shipped_checkpoints(models_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Register the checkpoints shipped in ``models/`` (folders with a ``card.json`` whose base
+    preset is available) that are not registered yet, under their folder name. Returns the new rows.
+    Called at start-up, so a shipped pyramidal model is in the model list without admin work."""
+    from core import list_presets
+
+    folder = Path(models_dir) if models_dir is not None else allowed_roots()[1]
+    if not folder.is_dir():
+        return []
+    known = {row["path"] for row in db_checkpoints.list_checkpoints()}
+    added = []
+    for card_file in sorted(folder.glob("*/card.json")):
+        path = card_file.parent.resolve()
+        try:
+            card = json.loads(card_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            log.warning("shipped checkpoint %s has an unreadable card; skipped", path)
+            continue
+        if str(path) in known or card.get("base") not in list_presets() or card.get("kind") not in CHECKPOINT_KINDS:
+            continue
+        try:
+            added.append(register_checkpoint(path, card["base"], path.name, card))
+        except ValidationError as exc:
+            log.warning("shipped checkpoint %s not registered: %s", path, exc)
+    return added
+
+
 def rename_checkpoint(checkpoint_id: int, name: str) -> dict[str, Any]:
     checkpoint_id = _check_id(checkpoint_id, "checkpoint")
     name = _check_name(name)
@@ -535,6 +562,6 @@ __all__ = [
     "ConflictError", "NotFoundError", "ValidationError", "FINAL_STATUSES", "baseline_schedule",
     "cancel_job", "cancel_run", "delete_checkpoint", "delete_run", "get_checkpoint",
     "get_comparison", "get_job", "get_run", "list_checkpoints", "list_jobs", "list_runs",
-    "queue_counts", "register_checkpoint", "rename_checkpoint", "rerun", "submit_comparison",
+    "queue_counts", "register_checkpoint", "register_shipped_checkpoints", "rename_checkpoint", "rerun", "submit_comparison",
     "submit_job", "submit_run",
 ]

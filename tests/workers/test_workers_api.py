@@ -188,3 +188,18 @@ def test_pruning_the_sql_broker_keeps_waiting_messages(pwan_env):
     api.submit_run("a waiting run", **TINY)
     assert prune_delivered_messages(pwan_env["PWAN_BROKER_URL"], older_than_s=0) == 0
     assert broker_queue_size("infer") == 1
+
+
+def test_shipped_checkpoints_are_registered_once(pwan_env, tmp_path):
+    models = tmp_path / "models"
+    good, wrong_base, no_card = models / "mini-pyr", models / "other", models / "half-written"
+    for folder in (good, wrong_base, no_card):
+        folder.mkdir(parents=True)
+    (good / "card.json").write_text(json.dumps({"base": "tiny", "kind": "full", "steps": 5}))
+    (wrong_base / "card.json").write_text(json.dumps({"base": "no-such-preset", "kind": "full"}))
+    added = api.register_shipped_checkpoints(models)
+    assert [(r["name"], r["base"]) for r in added] == [("mini-pyr", "tiny")]
+    assert api.register_shipped_checkpoints(models) == []  # already there
+    names = [c["name"] for c in api.list_checkpoints()]
+    assert "mini-pyr" in names and "other" not in names and "half-written" not in names
+    assert api.register_shipped_checkpoints(tmp_path / "missing") == []
