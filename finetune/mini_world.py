@@ -49,7 +49,7 @@ class RecipeConfig:
     pretrain_steps: int = 20000
     pyramid_steps: int = 2000
     pyramid_schedule: str = "20-20-10"
-    clips: int = 4096  # world clips (seeds 0..clips-1) the transformer trains on
+    clips: int = 1024  # world clips (seeds 0..clips-1) the transformer trains on (VAE encoding: ~1-2 s each)
     batch: int = 16
     lr: float = 5e-4
     warmup: int = 200
