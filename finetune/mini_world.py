@@ -45,7 +45,7 @@ class RecipeConfig:
     work: str = "data/mini"  # resumable states of every phase
     ship: str = str(REPO / "models")  # mini/ and mini-pyramidal/ go here
     seed_states: str = str(REPO / "models" / "mini-work")  # committed partial states to start from
-    vae_steps: int = 3000
+    vae_steps: int = 3000  # the committed state (models/mini-work/vae) is at 2050: 25.6 dB on fresh held-out clips
     pretrain_steps: int = 20000
     pyramid_steps: int = 2000
     pyramid_schedule: str = "20-20-10"
@@ -68,11 +68,10 @@ def phase_vae(cfg: RecipeConfig, log) -> Path:
     from .mini_vae import VAEConfig, train
 
     out = Path(cfg.work) / "vae"
-    seed = Path(cfg.seed_states) / "vae" / "state.pt"
-    if not (out / "state.pt").exists() and seed.is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copy(seed, out / "state.pt")
-        log(f"starting the VAE from the committed state {seed}")
+    seed = Path(cfg.seed_states) / "vae"
+    if not (out / "state.pt").exists() and (seed / "state.pt").is_file():
+        shutil.copytree(seed, out, dirs_exist_ok=True)  # state (weights only), and vae/ if it was finished
+        log(f"starting the VAE from the committed state in {seed}")
     if not (out / "vae" / "config.json").is_file() or _state_step(out / "state.pt") < cfg.vae_steps:
         train(VAEConfig(out=str(out), steps=cfg.vae_steps, crop=cfg.vae_crop, crop_frames=cfg.vae_crop_frames,
                         threads=cfg.threads, seed=cfg.seed, save_every=min(50, cfg.vae_steps),

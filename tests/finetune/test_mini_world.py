@@ -39,3 +39,27 @@ def test_pyramidal_phase_is_capped_at_a_tenth_of_pretraining(tmp_path):
 
     with pytest.raises(ValueError, match="10%"):
         phase_pyramid(RecipeConfig(pretrain_steps=100, pyramid_steps=11), tmp_path, log=print)
+
+
+def test_committed_vae_seeds_the_recipe_and_reconstructs_held_out_clips(tmp_path):
+    """The VAE phase's committed partial result (step 2050): the recipe starts from it without
+    training again, and it reconstructs clips it never saw far above an untrained VAE (~11 dB).
+    It measured 25.6 dB on 16 fresh clips; the 26 dB target is checked on the shipped mini VAE."""
+    import torch
+    from diffusers import AutoencoderKLWan
+
+    from finetune.mini_vae import psnr, to_vae_input
+    from finetune.mini_world import RecipeConfig, phase_vae
+    from finetune.world import make_clip
+
+    logs = []
+    vae_dir = phase_vae(RecipeConfig(work=str(tmp_path / "work"), vae_steps=2050), log=logs.append)
+    assert any("committed state" in m for m in logs) and not any("vae step" in m for m in logs)
+    vae = AutoencoderKLWan.from_pretrained(str(vae_dir)).eval()
+    assert len(vae.config.latents_std) == 16 and min(vae.config.latents_std) > 0
+    scores = []
+    with torch.no_grad():
+        for seed in range(30_000_000, 30_000_004):
+            x = to_vae_input(make_clip(seed)[0])[None]
+            scores.append(psnr(vae.decode(vae.encode(x).latent_dist.mode()).sample, x))
+    assert np.mean(scores) >= 24.0, scores
