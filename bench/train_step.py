@@ -12,10 +12,8 @@ a GPU, the process's peak RSS (sampled) on CPU.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +25,7 @@ sys.path.insert(0, str(_HERE.parent))
 import torch  # noqa: E402
 
 from core import StagePlan  # noqa: E402
+from core.pipeline import PeakMemory  # noqa: E402
 from finetune.targets import pyramidal_target  # noqa: E402
 
 MID_CONFIG = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32, in_channels=16,
@@ -34,43 +33,8 @@ MID_CONFIG = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_di
                   qk_norm="rms_norm_across_heads", rope_max_seq_len=256)
 
 
-class Peak:
-    """Peak memory (MB) inside a ``with`` block."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.peak, self._stop = device, 0.0, threading.Event()
-
-    @staticmethod
-    def rss() -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-    def _poll(self):
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self.rss())
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self.peak = self.rss()
-            self._thread = threading.Thread(target=self._poll, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, self.rss())
-
-
 def bench(name: str, transformer, text_dim: int, text_len: int, plan, shape, device, reps: int, bf16: bool):
-    base = Peak.rss() if device.type != "cuda" else 0.0
+    base = PeakMemory.rss() if device.type != "cuda" else 0.0
     transformer.to(device).train().requires_grad_(True)
     params = [p for p in transformer.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
@@ -85,7 +49,7 @@ def bench(name: str, transformer, text_dim: int, text_len: int, plan, shape, dev
     for rep in range(reps + 1):  # the first repetition warms up and is not counted
         t_step = time.perf_counter()
         for k, stage in enumerate(plan.stages):
-            with Peak(device) as mem:
+            with PeakMemory(device, interval=0.005) as mem:
                 sync()
                 t0 = time.perf_counter()
                 eps = torch.randn(x0s[k].shape, generator=g).to(device)

@@ -99,13 +99,15 @@ class GenerationResult:
     preview: np.ndarray | None = None
 
 
-class _PeakMemory:
-    """Peak CUDA allocation, or peak process RSS sampled by a thread on CPU."""
+class PeakMemory:
+    """Peak memory (MB) inside a ``with`` block: CUDA max allocated, or process RSS sampled by a
+    thread every ``interval`` seconds on CPU."""
 
-    def __init__(self, device: torch.device):
-        self.device, self.peak, self._stop = device, 0.0, threading.Event()
+    def __init__(self, device: torch.device, interval: float = 0.02):
+        self.device, self.interval, self.peak, self._stop = device, interval, 0.0, threading.Event()
 
-    def _rss_mb(self) -> float:
+    @staticmethod
+    def rss() -> float:
         try:
             with open("/proc/self/statm") as f:
                 return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -113,25 +115,27 @@ class _PeakMemory:
             return 0.0
 
     def _poll(self):
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._rss_mb())
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.rss())
 
     def __enter__(self):
         if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            self.peak = self._rss_mb()
+            self.peak = self.rss()
             self._thread = threading.Thread(target=self._poll, daemon=True)
             self._thread.start()
         return self
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
             self.peak = torch.cuda.max_memory_allocated(self.device) / 2**20
         else:
             self._stop.set()
             self._thread.join()
-            self.peak = max(self.peak, self._rss_mb())
+            self.peak = max(self.peak, self.rss())
 
     @property
     def kind(self) -> str:
@@ -250,7 +254,7 @@ class PyramidalWanPipeline:
         plan = self.plan_for(req)
         t_start = time.perf_counter()
         seconds: dict = {}
-        with _PeakMemory(self.device) as mem:
+        with PeakMemory(self.device) as mem:
             # 2. encode prompt and negative prompt once
             t0 = time.perf_counter()
             cfg = any(g > 1.0 for g in plan.guidance)
