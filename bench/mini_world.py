@@ -4,9 +4,10 @@ Rows: the original mini model at its full schedule; a noise floor (the original 
 seeds); the original through a pyramidal plan without finetuning (training-free); the finetuned
 pyramidal checkpoint at a 20-20-10-like plan and at a cheaper one. Columns: scorer adherence per
 attribute and all three; Frechet distance (scorer features) to real clips and to the original's
-samples; TFLOPs and measured seconds per video.
+samples; GFLOPs; measured seconds per video (denoising alone, and in all with the VAE decode,
+which is shared by every row and runs in batches of ``--decode-batch``).
 
-    python bench/mini_world.py [--clips 200] [--mini models/mini] [--pyramidal models/mini-pyramidal]
+    python bench/mini_world.py [--clips 200] [--json out.json] [--strip docs/mini_world_strip.png]
 """
 
 from __future__ import annotations
@@ -23,23 +24,34 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+STRIP_PROMPTS = ("a red circle moves to the right", "a green square moves up", "a blue circle moves down")
 
 
-def generate_row(pipe, mode: str, schedule: str, prompts: list[str], seeds: list[int], guidance: float) -> dict:
+def generate_row(pipe, mode: str, schedule: str, prompts: list[str], seeds: list[int], guidance: float,
+                 decode_batch: int) -> dict:
+    """Videos of one row: every request through ``pipe.generate`` (one video each), the latents
+    decoded ``decode_batch`` at a time."""
+    import torch
+
     from core import GenerationRequest
 
-    videos, seconds, tflops = [], [], 0.0
+    latents, denoise, other, tflops = [], [], [], 0.0
     for prompt, seed in zip(prompts, seeds):
         req = GenerationRequest(prompt, model=pipe.name, mode=mode, schedule=schedule, guidance=guidance, seed=seed)
-        t0 = time.perf_counter()
-        res = pipe.generate(req, preview=False)
-        seconds.append(time.perf_counter() - t0)
+        res = pipe.generate(req, preview=False, return_latents=True, decode=False)
+        denoise.append(res.report["seconds"]["denoise"])
+        other.append(res.report["seconds"]["total"])
         tflops = res.report["tflops"]
-        videos.append(res.frames)
-    return {"videos": videos, "seconds": float(np.mean(seconds)), "tflops": tflops}
+        latents.append(res.latents)
+    videos, t0 = [], time.perf_counter()
+    for i in range(0, len(latents), decode_batch):
+        videos += pipe.decode_batch(torch.cat(latents[i:i + decode_batch]))
+    decode = (time.perf_counter() - t0) / len(latents)
+    return {"videos": videos, "denoise_seconds": float(np.mean(denoise)),
+            "seconds": float(np.mean(other)) + decode, "tflops": tflops}
 
 
-def table(args) -> list[dict]:
+def table(args) -> dict:
     from core import load_pipeline
     from finetune.scorer import accuracy, clip_features, frechet_distance, score_clip
     from finetune.world import all_captions, make_clip
@@ -49,7 +61,7 @@ def table(args) -> list[dict]:
     prompts = [captions[i % len(captions)] for i in range(args.clips)]
     seeds = list(range(args.clips))
     other_seeds = [s + 1_000_000 for s in seeds]
-    real = [clip_features(make_clip(10_000_000 + i)[0]) for i in range(args.clips)]
+    real = np.stack([clip_features(make_clip(10_000_000 + i)[0]) for i in range(args.clips)])
     base = load_pipeline("mini")
     rows = [("original " + args.full, base, "original", args.full, seeds),
             ("noise floor: original, other seeds", base, "original", args.full, other_seeds),
@@ -58,26 +70,53 @@ def table(args) -> list[dict]:
         tuned = load_pipeline("mini", checkpoint_dir=args.pyramidal, name="mini")
         rows += [("finetuned pyramidal " + args.plan, tuned, "pyramidal", args.plan, seeds),
                  ("finetuned pyramidal " + args.cheap, tuned, "pyramidal", args.cheap, seeds)]
-    results, reference = [], None
+    results, reference, strips = [], None, []
     for name, pipe, mode, schedule, row_seeds in rows:
-        out = generate_row(pipe, mode, schedule, prompts, row_seeds, args.guidance)
+        out = generate_row(pipe, mode, schedule, prompts, row_seeds, args.guidance, args.decode_batch)
         feats = np.stack([clip_features(v) for v in out["videos"]])
-        acc = accuracy([score_clip(v) for v in out["videos"]], prompts)
+        scores = [score_clip(v) for v in out["videos"]]
+        acc = accuracy(scores, prompts)
         if reference is None:
             reference = feats
         results.append({
-            "row": name, "colour": acc["colour"], "shape": acc["shape"], "direction": acc["direction"],
-            "all": acc["all"], "fd_real": frechet_distance(feats, np.stack(real)),
+            "row": name, "mode": mode, "schedule": schedule,
+            "colour": acc["colour"], "shape": acc["shape"], "direction": acc["direction"], "all": acc["all"],
+            "fd_real": frechet_distance(feats, real),
             "fd_original": frechet_distance(feats, reference) if results else 0.0,
-            "tflops": out["tflops"], "seconds": out["seconds"],
+            "tflops": out["tflops"], "denoise_seconds": out["denoise_seconds"], "seconds": out["seconds"],
+            "clips": [[s["colour"], s["shape"], s["direction"]] for s in scores],
         })
+        strips.append((name, [out["videos"][prompts.index(p)] for p in STRIP_PROMPTS if p in prompts]))
         print(_format(results[-1]), flush=True)
-    return results
+    return {"clips": args.clips, "guidance": args.guidance, "decode_batch": args.decode_batch,
+            "prompts_seeds": "prompt i = all_captions()[i % 24], seed i; noise floor: seed i + 1,000,000; "
+                             "real clips: world seeds 10,000,000 + i",
+            "rows": results, "_strips": strips}
+
+
+def save_strip(strips, path: Path, frames=(0, 8, 16)) -> None:
+    """One line per row: the strip prompts' videos at a few frames, labelled."""
+    from PIL import Image, ImageDraw
+
+    tile, label_h = 96, 14
+    cols = len(STRIP_PROMPTS) * len(frames)
+    img = Image.new("RGB", (cols * tile, len(strips) * (tile + label_h)), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    for r, (name, videos) in enumerate(strips):
+        y = r * (tile + label_h)
+        draw.text((2, y + 1), name, fill=(0, 0, 0))
+        for p, video in enumerate(videos):
+            for f, t in enumerate(frames):
+                im = Image.fromarray(video[min(t, len(video) - 1)]).resize((tile, tile))
+                img.paste(im, ((p * len(frames) + f) * tile, y + label_h))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
 
 
 def _format(r: dict) -> str:
-    return (f"{r['row']:<40} {r['colour']:>6.2f} {r['shape']:>6.2f} {r['direction']:>6.2f} {r['all']:>6.2f} "
-            f"{r['fd_real']:>8.3f} {r['fd_original']:>8.3f} {r['tflops'] * 1e3:>9.3f} {r['seconds']:>7.2f}")
+    return (f"{r['row']:<40} {r['colour']:>6.3f} {r['shape']:>6.3f} {r['direction']:>6.3f} {r['all']:>6.3f} "
+            f"{r['fd_real']:>8.3f} {r['fd_original']:>8.3f} {r['tflops'] * 1e3:>8.3f} "
+            f"{r['denoise_seconds']:>9.3f} {r['seconds']:>7.2f}")
 
 
 def main(argv=None) -> int:
@@ -89,14 +128,24 @@ def main(argv=None) -> int:
     ap.add_argument("--plan", default="12-12-6")
     ap.add_argument("--cheap", default="4-4-2")
     ap.add_argument("--guidance", type=float, default=4.0)
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--decode-batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--json", default=None, help="write the table (and every clip's scored attributes) here")
+    ap.add_argument("--strip", default=None, help="write a PNG of sample frames per row here")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     print(f"mini world, {args.clips} clips per row (same prompts and seeds; the noise floor uses other seeds)")
     print(f"{'row':<40} {'colour':>6} {'shape':>6} {'dir':>6} {'all 3':>6} {'FD real':>8} {'FD orig':>8} "
-          f"{'GFLOPs':>9} {'s/video':>7}")
-    results = table(args)
+          f"{'GFLOPs':>8} {'denoise s':>9} {'s/video':>7}")
+    result = table(args)
+    strips = result.pop("_strips")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    if args.strip:
+        save_strip(strips, Path(args.strip))
     return 0
 
 

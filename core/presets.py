@@ -190,11 +190,11 @@ def mini_available() -> bool:
 
 
 def _build_mini(device: torch.device) -> Components:
-    """The small model trained on the procedural world (``python -m finetune mini-world``)."""
+    """The small model trained on the procedural world (``python -m finetune.mini_world``)."""
     path = mini_path()
     if not mini_available():
         raise ModelLoadError(
-            f"the mini model is not at {path}: train it with `python -m finetune mini-world` "
+            f"the mini model is not at {path}: train it with `python -m finetune.mini_world` "
             "(or set PWAN_MINI_PATH), or choose the 'tiny' model."
         )
     try:

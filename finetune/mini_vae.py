@@ -42,6 +42,8 @@ class VAEConfig:
     train_clips: int = 2000  # seeds [0, train_clips) train, then held-out seeds
     eval_clips: int = 16
     stats_clips: int = 64  # clips the latent mean/std are measured on
+    decoder_steps: int = 0  # then this many steps of the decoder alone (latents, and so the models
+    decoder_lr: float = 3e-4  # trained on them, stay valid): sharper reconstructions for free
     save_every: int = 50
     eval_every: int = 250
     threads: int = 0  # 0: torch default
@@ -111,45 +113,68 @@ def train(cfg: VAEConfig, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     vae = build_vae(cfg)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    decoder_params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
+
+    def optimiser(decoder_only: bool):
+        return torch.optim.AdamW(decoder_params if decoder_only else vae.parameters(),
+                                 lr=cfg.decoder_lr if decoder_only else cfg.lr, weight_decay=0.0)
+
     step, seconds, history = 0, 0.0, []
     rng = np.random.default_rng(cfg.seed)
     state_path = out / "state.pt"
-    if state_path.exists():
-        state = torch.load(state_path, weights_only=False)
+    state = torch.load(state_path, weights_only=False) if state_path.exists() else None
+    opt = optimiser(state is not None and state["step"] >= cfg.steps and state.get("decoder_only", False))
+    if state is not None:
         vae.load_state_dict({k: v.float() for k, v in state["model"].items()})
         step, seconds, history = state["step"], state["seconds"], state["history"]
-        if "opt" in state:  # a shipped seed state (weights only) restarts the optimiser
+        if "opt" in state and state.get("decoder_only", False) == (step >= cfg.steps):
+            # (a shipped seed state (weights only), or one from the other part, restarts the optimiser)
             opt.load_state_dict(state["opt"])
+        if "rng" in state:
             rng.bit_generator.state = state["rng"]
             torch.set_rng_state(state["torch_rng"])
         log(f"resumed at step {step} ({seconds / 3600:.2f} CPU-h so far)")
     vae.train()
-    while step < cfg.steps:
+    while step < cfg.steps + cfg.decoder_steps:
         t0 = time.perf_counter()
-        lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        decoder_only = step >= cfg.steps
+        if decoder_only and len(opt.param_groups[0]["params"]) != len(decoder_params):
+            opt = optimiser(True)
+            log(f"vae step {step}: the decoder alone from here")
+        if decoder_only:
+            lr = cfg.decoder_lr * 0.5 * (1 + math.cos(math.pi * (step - cfg.steps) / cfg.decoder_steps))
+        else:
+            lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         for g in opt.param_groups:
             g["lr"] = lr
         x = _batch(rng, cfg, world)
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        rec_loss = (rec - x).abs().mean() + (rec - x).pow(2).mean()
-        loss = rec_loss + cfg.kl_weight * post.kl().mean()
+        if decoder_only:
+            with torch.no_grad():
+                z = vae.encode(x).latent_dist.mode()  # what generation decodes
+            rec = vae.decode(z).sample
+            loss = rec_loss = (rec - x).abs().mean() + (rec - x).pow(2).mean()
+        else:
+            post = vae.encode(x).latent_dist
+            rec = vae.decode(post.sample()).sample
+            rec_loss = (rec - x).abs().mean() + (rec - x).pow(2).mean()
+            loss = rec_loss + cfg.kl_weight * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         step += 1
         seconds += time.perf_counter() - t0
+        total = cfg.steps + cfg.decoder_steps
         if step % 10 == 0:
-            log(f"vae step {step}/{cfg.steps} loss {rec_loss.item():.4f} lr {lr:.2e} ({seconds / step:.2f}s/step)")
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+            log(f"vae step {step}/{total} loss {rec_loss.item():.4f} lr {lr:.2e} ({seconds / step:.2f}s/step)")
+        if step % cfg.eval_every == 0 or step in (cfg.steps, total):
             p = evaluate(vae, cfg, world)
             history.append({"step": step, "psnr": p, "loss": rec_loss.item()})
             log(f"vae step {step}: held-out PSNR {p:.2f} dB")
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        if step % cfg.save_every == 0 or step in (cfg.steps, total):
             tmp = out / "state.pt.tmp"
-            torch.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "seconds": seconds,
+            torch.save({"model": vae.state_dict(), "opt": opt.state_dict(), "decoder_only": decoder_only,
+                        "step": step, "seconds": seconds,
                         "history": history, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                         "config": asdict(cfg)}, tmp)
             tmp.replace(state_path)

@@ -293,7 +293,7 @@ def build_page() -> gr.Blocks:
                             negative_prompt = gr.Textbox(label="Negative prompt", lines=1,
                                                          elem_id="negative-prompt")
                             with gr.Row():
-                                guidance = gr.Textbox(value="5", label="Guidance", elem_id="guidance",
+                                guidance = gr.Textbox(value=views.DEFAULT_GUIDANCE, label="Guidance", elem_id="guidance",
                                                       info="one value, or one per stage: 7, 5, 3")
                                 seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed",
                                                  minimum=0)
@@ -426,6 +426,8 @@ def build_page() -> gr.Blocks:
                     banner_text = (f"⚠ The default model **{default}** (PWAN_MODEL) is not a known preset; "
                                    f"choose one of the models listed.")
                     default = choices[0][1] if choices else None
+                else:
+                    default = _shipped_pyramidal(default, [v for _, v in choices])
             except Exception as exc:  # noqa: BLE001
                 log.exception("page load failed")
                 banner_text = (f"⚠ The run database cannot be reached ({type(exc).__name__}: {exc}). "
@@ -725,7 +727,19 @@ def _initial_model(choices: list[tuple[str, str]]) -> str | None:
 
     values = [v for _, v in choices]
     default = default_preset()
-    return default if default in values else (values[0] if values else None)
+    return _shipped_pyramidal(default, values) if default in values else (values[0] if values else None)
+
+
+def _shipped_pyramidal(preset: str, values: list[str]) -> str:
+    """``preset``, or its pyramidal finetune shipped beside it (``models/<preset>-pyramidal``,
+    registered at start-up) when there is one: the page's default mode is pyramidal, and a
+    pyramidal plan is meant for the finetuned model."""
+    try:
+        row = _api().shipped_pyramidal(preset)
+    except Exception:  # noqa: BLE001 - the plain preset is a fine default
+        row = None
+    value = f"{CHECKPOINT_PREFIX}{row['id']}" if row else None
+    return value if value in values else preset
 
 
 def _first_poll(watch_state):

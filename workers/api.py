@@ -116,6 +116,15 @@ def _resolve_checkpoint(checkpoint: Any, model: str | None) -> tuple[dict | None
     return row, row["base"]
 
 
+def shipped_pyramidal(preset: str) -> dict | None:
+    """The pyramidal finetune of ``preset`` registered as ``<preset>-pyramidal`` (``models/mini-pyramidal``
+    is, at start-up), or None. Requests that name no model run it for pyramidal plans."""
+    row = db_checkpoints.find_checkpoint(f"{preset}-pyramidal")
+    if row is not None and row["base"] == preset and Path(row["path"]).is_dir():
+        return row
+    return None
+
+
 def _run_spec(
     *,
     prompt: Any,
@@ -144,6 +153,9 @@ def _run_spec(
     if model is not None and not isinstance(model, str):
         raise ValidationError("model must be the name of a model preset", "model")
     checkpoint_row, model = _resolve_checkpoint(checkpoint, model or None)
+    if model is None and mode == "pyramidal":
+        # no model named: a pyramidal plan runs the default preset's shipped pyramidal finetune
+        checkpoint_row = shipped_pyramidal(default_preset())
     model = model or default_preset()
     if schedule is None or schedule == "":
         schedule = (
@@ -208,8 +220,9 @@ def submit_run(
 ) -> dict[str, Any]:
     """Validate, store a queued run, and send it to the ``infer`` queue. Returns the run.
 
-    ``model`` defaults to the checkpoint's base, else ``core.default_preset()``; ``seed``
-    defaults to a random one (stored, so Re-run reproduces it).
+    ``model`` defaults to the checkpoint's base, else ``core.default_preset()`` (a pyramidal run
+    with neither then uses that preset's shipped pyramidal finetune, see :func:`shipped_pyramidal`);
+    ``seed`` defaults to a random one (stored, so Re-run reproduces it).
     """
     spec = _run_spec(
         prompt=prompt, negative_prompt=negative_prompt, model=model, checkpoint=checkpoint,
@@ -248,11 +261,12 @@ def submit_comparison(
         seed=seed, frames=frames, height=height, width=width,
     )
     pyramid = _run_spec(mode="pyramidal", schedule=schedule, guidance=guidance, **common)
+    # the original is the pretrained model: a finetuned checkpoint is compared with its base preset
     original = _run_spec(
         mode="original",
         schedule=original_schedule or baseline_schedule(pyramid["schedule"]),
         guidance=pyramid["guidance"][-1],
-        **common,
+        **dict(common, model=pyramid["model"], checkpoint=None),
     )
     rows = db_runs.add_runs(
         [original, pyramid], comparison={"prompt": pyramid["prompt"], "seed": seed}

@@ -14,11 +14,11 @@ def test_short_recipe_ships_a_loadable_mini_preset_and_pyramidal_checkpoint(tmp_
     from finetune.mini_world import RecipeConfig, run
 
     cfg = RecipeConfig(work=str(tmp_path / "work"), ship=str(tmp_path / "ship"), seed_states=str(tmp_path / "none"),
-                       vae_steps=2, pretrain_steps=10,
+                       vae_steps=2, vae_decoder_steps=1, pretrain_steps=10, pyramid_clips=3,
                        pyramid_steps=1, clips=3, batch=3, warmup=2, save_every=5, threads=1)
     out = run(cfg, log=lambda m: None)
     card = json.loads((tmp_path / "ship" / "mini" / "card.json").read_text())
-    assert card["compute"]["pretrain"]["steps"] == 10 and card["compute"]["vae"]["steps"] == 2
+    assert card["compute"]["pretrain"]["steps"] == 10 and card["compute"]["vae"]["steps"] == 3  # 2 + 1 (decoder)
     assert card["compute"]["pretrain"]["cpu_seconds"] > 0
     monkeypatch.setenv("PWAN_MINI_PATH", out["mini"])
     from core.presets import default_preset, list_presets
@@ -63,3 +63,28 @@ def test_committed_vae_seeds_the_recipe_and_reconstructs_held_out_clips(tmp_path
             x = to_vae_input(make_clip(seed)[0])[None]
             scores.append(psnr(vae.decode(vae.encode(x).latent_dist.mode()).sample, x))
     assert np.mean(scores) >= 24.0, scores
+
+
+def test_vae_decoder_phase_leaves_the_encoder_and_latent_statistics_alone(tmp_path):
+    """After the joint steps, ``decoder_steps`` train the decoder alone (resuming from the joint
+    phase's state): latents, and so every model trained on them, stay valid."""
+    import torch
+
+    from finetune.mini_vae import VAEConfig, train
+
+    kw = dict(out=str(tmp_path), steps=2, crop=16, crop_frames=5, batch=1, eval_clips=1, stats_clips=2,
+              save_every=1, threads=1)
+    first = train(VAEConfig(**kw), log=lambda m: None)
+    before = torch.load(tmp_path / "state.pt", weights_only=False)["model"]
+    stats = json.loads((tmp_path / "vae" / "config.json").read_text())["latents_mean"]
+    logs = []
+    second = train(VAEConfig(**kw, decoder_steps=2), log=logs.append)
+    after = torch.load(tmp_path / "state.pt", weights_only=False)
+    assert first["steps"] == 2 and second["steps"] == after["step"] == 4 and after["decoder_only"]
+    assert any("decoder alone" in m for m in logs)
+    enc = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    dec = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert enc and dec
+    assert all(torch.equal(before[k], after["model"][k]) for k in enc)
+    assert any(not torch.equal(before[k], after["model"][k]) for k in dec)
+    assert json.loads((tmp_path / "vae" / "config.json").read_text())["latents_mean"] == stats

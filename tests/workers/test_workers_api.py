@@ -157,9 +157,14 @@ def test_checkpoints(pwan_env, checkpoint_dir, tmp_path):
 
     run = api.submit_run("a cat", checkpoint="cats", model=None, schedule="2-2-1", seed=1)
     assert run["model"] == "tiny" and run["checkpoint_id"] == ck["id"]
+    # a comparison sets the finetuned checkpoint against its pretrained base
+    original, pyramid = api.submit_comparison("a cat", checkpoint="cats", schedule="2-2-1", seed=1)["runs"]
+    assert (pyramid["checkpoint_id"], pyramid["model"]) == (ck["id"], "tiny")
+    assert (original["checkpoint_id"], original["model"], original["mode"]) == (None, "tiny", "original")
     with pytest.raises(api.ConflictError, match=str(run["id"])):
         api.delete_checkpoint(ck["id"])
     api.cancel_run(run["id"])
+    api.cancel_run(pyramid["id"])
 
     assert api.rename_checkpoint(ck["id"], "cats-v2")["name"] == "cats-v2"
     assert api.delete_checkpoint(ck["id"])["name"] == "cats-v2"
@@ -203,3 +208,20 @@ def test_shipped_checkpoints_are_registered_once(pwan_env, tmp_path):
     names = [c["name"] for c in api.list_checkpoints()]
     assert "mini-pyr" in names and "other" not in names and "half-written" not in names
     assert api.register_shipped_checkpoints(tmp_path / "missing") == []
+
+
+def test_the_page_defaults_to_the_pyramidal_finetune_shipped_for_the_default_preset(pwan_env, checkpoint_dir,
+                                                                                   monkeypatch):
+    from ui import page
+    from workers import api
+
+    monkeypatch.setenv("PWAN_MODEL", "tiny")
+    api.register_checkpoint(checkpoint_dir, "tiny", "tiny-lora")
+    assert page._initial_model(page.model_choices()) == "tiny"  # another name: not the shipped pyramidal one
+    ck = api.register_checkpoint(checkpoint_dir, "tiny", "tiny-pyramidal")
+    assert page._initial_model(page.model_choices()) == f"{page.CHECKPOINT_PREFIX}{ck['id']}"
+    # so does the API when a request names no model: pyramidal plans run the shipped finetune
+    run = api.submit_run("a cat", schedule="2-2-1", seed=1)
+    assert (run["model"], run["checkpoint_id"]) == ("tiny", ck["id"])
+    assert api.submit_run("a cat", mode="original", schedule="0-0-5", seed=1)["checkpoint_id"] is None
+    assert api.submit_run("a cat", model="tiny", schedule="2-2-1", seed=1)["checkpoint_id"] is None

@@ -1,0 +1,118 @@
+"""The shipped mini checkpoints (``models/mini``, ``models/mini-pyramidal``) against the table the
+README shows (``bench/results/mini_world.json``, written by ``bench/mini_world.py --clips 200``).
+
+CI regenerates the first clips of every row with the same prompts and seeds and checks that they
+score as the table says (up to floating-point drift between machines) and that each row's adherence
+is within sampling error of the full table's."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MINI = ROOT / "models" / "mini"
+PYRAMIDAL = ROOT / "models" / "mini-pyramidal"
+TABLE = ROOT / "bench" / "results" / "mini_world.json"
+CI_CLIPS = 48
+
+pytestmark = pytest.mark.skipif(not (MINI / "transformer").is_dir(), reason="the mini model is not shipped")
+
+
+def _table() -> dict:
+    return json.loads(TABLE.read_text())
+
+
+def _rows() -> dict:
+    rows = {}
+    for r in _table()["rows"]:
+        key = ("original" if r["row"].startswith("original") else "floor" if r["row"].startswith("noise")
+               else "free" if r["row"].startswith("training-free") else r["schedule"])
+        rows[key] = r
+    return rows
+
+
+def test_shipped_checkpoints_fit_in_30_mb_and_record_their_compute():
+    total = sum(f.stat().st_size for d in (MINI, PYRAMIDAL) for f in d.rglob("*") if f.is_file())
+    assert total <= 30 * 2**20, f"{total / 2**20:.1f} MB"
+    card = json.loads((MINI / "card.json").read_text())
+    assert card["compute"]["pretrain"]["steps"] > 0 and card["compute"]["pretrain"]["cpu_seconds"] > 0
+    assert card["compute"]["vae"]["steps"] > 0
+    tuned = json.loads((PYRAMIDAL / "card.json").read_text())
+    assert tuned["base"] == "mini" and 0 < tuned["steps"] <= card["compute"]["pretrain"]["steps"] // 10
+
+
+def test_the_committed_table_shows_the_claims():
+    """The README's table (generated from the shipped checkpoints; the slow test below checks
+    that they still produce it)."""
+    t = _table()
+    assert t["clips"] >= 200
+    rows = _rows()
+    orig, floor, free = rows["original"], rows["floor"], rows["free"]
+    tuned = [r for k, r in rows.items() if k not in ("original", "floor", "free")]
+    assert len(tuned) == 2
+    assert orig["colour"] >= 0.9 and orig["all"] >= 0.4
+    main = max(tuned, key=lambda r: r["tflops"])  # the 20-20-10-like plan
+    for col in ("colour", "shape", "direction", "all"):
+        assert main[col] >= orig[col] - 0.05, col
+    assert main["fd_original"] <= 1.5 * floor["fd_original"]
+    assert main["tflops"] <= orig["tflops"] / 3
+    assert free["all"] < main["all"] and free["fd_original"] > main["fd_original"]
+
+
+@pytest.mark.slow
+def test_shipped_checkpoints_reproduce_the_table(tmp_path):
+    import subprocess
+    import sys
+
+    t = _table()
+    out = tmp_path / "table.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "mini_world.py"), "--clips", str(CI_CLIPS), "--json", str(out),
+           "--guidance", str(t["guidance"]), "--decode-batch", str(t["decode_batch"])]
+    rows = {r["row"]: r for r in t["rows"]}
+    orig = next(r for r in t["rows"] if r["row"].startswith("original"))
+    free = next(r for r in t["rows"] if r["row"].startswith("training-free"))
+    tuned = sorted((r for r in t["rows"] if r["row"].startswith("finetuned")), key=lambda r: -r["tflops"])
+    cmd += ["--full", orig["schedule"], "--plan", free["schedule"], "--cheap", tuned[-1]["schedule"]]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = {r["row"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(again) == set(rows)
+    for name, full in rows.items():
+        got = again[name]
+        same = np.mean([a == b for a, b in zip(got["clips"], full["clips"][:CI_CLIPS])])
+        assert same >= 0.9, f"{name}: only {same:.2f} of the clips score as in the table"
+        for col in ("colour", "shape", "direction", "all"):
+            p = min(max(full[col], 0.02), 0.98)
+            sigma = math.sqrt(p * (1 - p) / CI_CLIPS)
+            assert abs(got[col] - full[col]) <= 3 * sigma, (name, col, got[col], full[col])
+        assert got["tflops"] == pytest.approx(full["tflops"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_default_model_without_a_gpu_draws_a_red_circle_moving_right(monkeypatch):
+    """``python app.py`` on a CPU machine defaults to ``mini``; the page's default settings (the
+    shipped pyramidal checkpoint when registered, else the preset) give what the prompt says."""
+    import torch
+
+    from core import GenerationRequest, default_preset, load_pipeline
+    from finetune.scorer import score_clip
+    from ui import views
+
+    monkeypatch.delenv("PWAN_MINI_PATH", raising=False)
+    monkeypatch.delenv("PWAN_MODEL", raising=False)
+    if torch.cuda.is_available():
+        pytest.skip("a GPU machine defaults to Wan")
+    assert default_preset() == "mini"
+    pipe = load_pipeline("mini", checkpoint_dir=str(PYRAMIDAL), name="mini")
+    hits = []
+    for seed in range(4):
+        req = GenerationRequest("a red circle moves to the right", model="mini", schedule=views.DEFAULT_SCHEDULE,
+                                guidance=float(views.DEFAULT_GUIDANCE), seed=seed)
+        s = score_clip(pipe.generate(req, preview=False).frames)
+        hits.append((s["colour"], s["shape"], s["direction"]) == ("red", "circle", "right"))
+    assert sum(hits) >= 3, hits
