@@ -87,7 +87,7 @@ def evaluate(vae, cfg: VAEConfig, world: WorldConfig) -> float:
     scores = []
     for i in range(cfg.eval_clips):
         frames, _, _ = make_clip(10_000_000 + i, world)  # held out
-        x = to_vae_input(frames)[None]
+        x = to_vae_input(frames)[None].to(vae.device)
         rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
         scores.append(psnr(rec, x))
     vae.train()
@@ -100,7 +100,7 @@ def latent_stats(vae, cfg: VAEConfig, world: WorldConfig, clips: int = 64) -> tu
     zs = []
     for i in range(clips):
         frames, _, _ = make_clip(i, world)
-        zs.append(vae.encode(to_vae_input(frames)[None]).latent_dist.mode())
+        zs.append(vae.encode(to_vae_input(frames)[None].to(vae.device)).latent_dist.mode().cpu())
     z = torch.cat(zs)  # (N, 16, T, H, W)
     return z.mean(dim=(0, 2, 3, 4)).tolist(), z.std(dim=(0, 2, 3, 4)).clamp_min(1e-3).tolist()
 
@@ -112,7 +112,8 @@ def train(cfg: VAEConfig, log=print) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    vae = build_vae(cfg)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the same recipe on a GPU
+    vae = build_vae(cfg).to(device)
     decoder_params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
 
     def optimiser(decoder_only: bool):
@@ -125,7 +126,7 @@ def train(cfg: VAEConfig, log=print) -> dict:
     state = torch.load(state_path, weights_only=False) if state_path.exists() else None
     opt = optimiser(state is not None and state["step"] >= cfg.steps and state.get("decoder_only", False))
     if state is not None:
-        vae.load_state_dict({k: v.float() for k, v in state["model"].items()})
+        vae.load_state_dict({k: v.float().to(device) for k, v in state["model"].items()})
         step, seconds, history = state["step"], state["seconds"], state["history"]
         if "opt" in state and state.get("decoder_only", False) == (step >= cfg.steps):
             # (a shipped seed state (weights only), or one from the other part, restarts the optimiser)
@@ -147,7 +148,7 @@ def train(cfg: VAEConfig, log=print) -> dict:
             lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         for g in opt.param_groups:
             g["lr"] = lr
-        x = _batch(rng, cfg, world)
+        x = _batch(rng, cfg, world).to(device)
         if decoder_only:
             with torch.no_grad():
                 z = vae.encode(x).latent_dist.mode()  # what generation decodes
@@ -180,7 +181,7 @@ def train(cfg: VAEConfig, log=print) -> dict:
             tmp.replace(state_path)
     mean, std = latent_stats(vae, cfg, world, clips=cfg.stats_clips)
     final = build_vae(cfg, mean, std)
-    final.load_state_dict(vae.state_dict())
+    final.load_state_dict({k: v.cpu() for k, v in vae.state_dict().items()})
     final.save_pretrained(str(out / "vae"), safe_serialization=True)
     summary = {"steps": step, "cpu_seconds": seconds, "history": history,
                "psnr": history[-1]["psnr"] if history else None, "config": asdict(cfg)}
