@@ -232,6 +232,28 @@ def default_preset() -> str:
     return "mini" if mini_available() else "tiny"
 
 
+DEFAULT_GUIDANCE = 5.0  # Wan's
+
+
+def recommended_guidance(preset: str, card: dict | None = None) -> float:
+    """The guidance a request that names none gets: a checkpoint card's ``guidance`` (``card``),
+    else the preset's (the mini model's card records the one it was evaluated with), else Wan's 5."""
+    for source in (card or {}, _preset_card(preset)):
+        value = source.get("guidance")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 1.0 <= value <= 20.0:
+            return float(value)
+    return DEFAULT_GUIDANCE
+
+
+def _preset_card(preset: str) -> dict:
+    if preset != "mini" or not (mini_path() / "card.json").is_file():
+        return {}
+    try:
+        return json.loads((mini_path() / "card.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

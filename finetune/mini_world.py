@@ -62,6 +62,7 @@ class RecipeConfig:
     bf16: bool = True  # autocast to bfloat16 (about 1.6x faster on a CPU; fp32 master weights)
     cond_dropout: float = 0.1  # share of unconditional samples, for classifier-free guidance
     shift: float = 3.0
+    guidance: float = 2.0  # recorded in the cards: what requests get by default (chosen on held-out seeds)
     save_every: int = 100
     threads: int = 0
     seed: int = 0
@@ -233,7 +234,8 @@ def phase_ship(cfg: RecipeConfig, base: Path, pretrain: dict, vae_summary: dict,
     # the VAE phase's latest folder: the same encoder as the base's, perhaps a longer-trained decoder
     shutil.copytree(vae_dir or base / "vae", tmp / "vae")
     shutil.copytree(Path(cfg.work) / "pretrain" / "transformer", tmp / "transformer")
-    card = {"flow_shift": cfg.shift, "max_sequence_length": 64, "world": "simple (finetune.world.WorldConfig)",
+    card = {"flow_shift": cfg.shift, "max_sequence_length": 64, "guidance": cfg.guidance,
+            "world": "simple (finetune.world.WorldConfig)",
             "compute": {"vae": {"steps": vae_summary.get("steps"), "cpu_seconds": vae_summary.get("cpu_seconds"),
                                 "held_out_psnr_db": vae_summary.get("psnr")},
                         "pretrain": pretrain},
@@ -283,6 +285,9 @@ def phase_pyramid(cfg: RecipeConfig, ship: Path, log) -> Path:
     os.environ["PWAN_MINI_PATH"] = str(ship)
     out = Path(cfg.ship) / "mini-pyramidal"
     result = train(pyramid_config(cfg, out), log=log)
+    card = json.loads((out / "card.json").read_text())
+    card["guidance"] = cfg.guidance
+    (out / "card.json").write_text(json.dumps(card, indent=2))
     log(f"pyramidal finetune: {result.status} after {result.step} steps -> {out}")
     return out
 

@@ -100,6 +100,22 @@ def split_model(value: str | None) -> tuple[str | None, int | None]:
     return value or None, None
 
 
+def model_guidance(value: str | None) -> str:
+    """The guidance box's text for a model choice: its card's recommended guidance, else Wan's 5."""
+    from core import recommended_guidance
+
+    try:
+        preset, checkpoint_id = split_model(value)
+        card = None
+        if checkpoint_id is not None:
+            row = _api().get_checkpoint(checkpoint_id)
+            preset, card = row["base"], row["card"] or {}
+        g = recommended_guidance(preset or "", card)
+    except Exception:  # noqa: BLE001 - an unknown model is reported when it is used
+        g = float(views.DEFAULT_GUIDANCE)
+    return f"{g:g}"
+
+
 def done_run_choices() -> list[tuple[str, int]]:
     page = _api().list_runs(status="done", limit=200)
     return [(views.run_title(r), r["id"]) for r in page["items"]]
@@ -293,7 +309,8 @@ def build_page() -> gr.Blocks:
                             negative_prompt = gr.Textbox(label="Negative prompt", lines=1,
                                                          elem_id="negative-prompt")
                             with gr.Row():
-                                guidance = gr.Textbox(value=views.DEFAULT_GUIDANCE, label="Guidance", elem_id="guidance",
+                                guidance = gr.Textbox(value=model_guidance(_initial_model(initial_models)),
+                                                      label="Guidance", elem_id="guidance",
                                                       info="one value, or one per stage: 7, 5, 3")
                                 seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed",
                                                  minimum=0)
@@ -452,9 +469,9 @@ def build_page() -> gr.Blocks:
             elif params.get("run", "").isdigit():
                 tab, hist_id = gr.Tabs(selected="history"), int(params["run"])
             return (gr.update(value=banner_text, visible=bool(banner_text)),
-                    gr.update(choices=choices, value=default), a, b, tab, hist_id)
+                    gr.update(choices=choices, value=default), a, b, tab, hist_id, model_guidance(default))
 
-        page.load(on_load, None, [banner, model, cmp_a, cmp_b, tabs, h_id], api_name=False)
+        page.load(on_load, None, [banner, model, cmp_a, cmp_b, tabs, h_id, guidance], api_name=False)
 
         # ---- plan-aware inputs
         def on_schedule(schedule_value, size_value):
@@ -478,9 +495,9 @@ def build_page() -> gr.Blocks:
         def on_model(model_value, schedule_value):
             choices = schedule_choices(model_value)
             recommended = choices[0] if choices[0] not in views.SCHEDULE_PRESETS else None
-            return gr.update(choices=choices, value=recommended or schedule_value)
+            return gr.update(choices=choices, value=recommended or schedule_value), model_guidance(model_value)
 
-        model.input(friendly(on_model), [model, schedule], [schedule], api_name=False)
+        model.input(friendly(on_model), [model, schedule], [schedule, guidance], api_name=False)
 
         # ---- generate
         gen_inputs = [prompt, negative_prompt, model, mode, schedule, guidance, seed, random_seed, size, compare_box]

@@ -47,7 +47,8 @@ class RunIn(BaseModel):
     checkpoint: int | str | None = Field(None, description="a registered checkpoint id or name")
     mode: Literal["pyramidal", "original"] = "pyramidal"
     schedule: str | None = Field(None, description="steps per stage, lowest resolution first: 20-20-10; 0-0-50 is the original")
-    guidance: float | list[float] = Field(5.0, description="one value, or one per stage")
+    guidance: float | list[float] | None = Field(
+        None, description="one value, or one per stage; default: the model's recommended (5 for Wan)")
     seed: int | None = Field(None, description="0 to 4,294,967,295; default random")
     frames: int = Field(17, ge=-SIDE_LIMIT, le=SIDE_LIMIT)
     height: int = Field(128, ge=-SIDE_LIMIT, le=SIDE_LIMIT)
@@ -65,7 +66,7 @@ class ComparisonIn(BaseModel):
     checkpoint: int | str | None = None
     schedule: str | None = Field(None, description="the pyramid's schedule")
     original_schedule: str | None = Field(None, description="default: one stage, same total steps")
-    guidance: float | list[float] = 5.0
+    guidance: float | list[float] | None = Field(None, description="default: the model's recommended")
     seed: int | None = None
     frames: int = Field(17, ge=-SIDE_LIMIT, le=SIDE_LIMIT)
     height: int = Field(128, ge=-SIDE_LIMIT, le=SIDE_LIMIT)

@@ -140,7 +140,7 @@ def _run_spec(
     width: Any,
 ) -> dict[str, Any]:
     """Validate one run's settings; returns the columns to insert."""
-    from core import GenerationRequest, RequestError, default_preset
+    from core import GenerationRequest, RequestError, default_preset, recommended_guidance
 
     prompt = _check_text(
         prompt, "prompt", "the prompt", required=True, limit=MAX_PROMPT_CHARS,
@@ -157,6 +157,8 @@ def _run_spec(
         # no model named: a pyramidal plan runs the default preset's shipped pyramidal finetune
         checkpoint_row = shipped_pyramidal(default_preset())
     model = model or default_preset()
+    if guidance is None:
+        guidance = recommended_guidance(model, checkpoint_row["card"] if checkpoint_row else None)
     if schedule is None or schedule == "":
         schedule = (
             DEFAULT_PYRAMID_SCHEDULE if mode != "original"
@@ -212,7 +214,7 @@ def submit_run(
     checkpoint: int | str | None = None,
     mode: str = "pyramidal",
     schedule: str | None = None,
-    guidance: float | list[float] = 5.0,
+    guidance: float | list[float] | None = None,
     seed: int | None = None,
     frames: int = 17,
     height: int = 128,
@@ -242,7 +244,7 @@ def submit_comparison(
     checkpoint: int | str | None = None,
     schedule: str | None = None,
     original_schedule: str | None = None,
-    guidance: float | list[float] = 5.0,
+    guidance: float | list[float] | None = None,
     seed: int | None = None,
     frames: int = 17,
     height: int = 128,

@@ -63,6 +63,14 @@ def test_the_committed_table_shows_the_claims():
     assert free["all"] < main["all"] and free["fd_original"] > main["fd_original"]
 
 
+def test_the_cards_recommend_the_guidance_the_table_used(monkeypatch):
+    from core import recommended_guidance
+
+    monkeypatch.delenv("PWAN_MINI_PATH", raising=False)
+    tuned = json.loads((PYRAMIDAL / "card.json").read_text())
+    assert recommended_guidance("mini") == recommended_guidance("mini", tuned) == _table()["guidance"]
+
+
 @pytest.mark.slow
 def test_shipped_checkpoints_reproduce_the_table(tmp_path):
     import subprocess
@@ -99,7 +107,7 @@ def test_default_model_without_a_gpu_draws_a_red_circle_moving_right(monkeypatch
     shipped pyramidal checkpoint when registered, else the preset) give what the prompt says."""
     import torch
 
-    from core import GenerationRequest, default_preset, load_pipeline
+    from core import GenerationRequest, default_preset, load_pipeline, recommended_guidance
     from finetune.scorer import score_clip
     from ui import views
 
@@ -112,7 +120,7 @@ def test_default_model_without_a_gpu_draws_a_red_circle_moving_right(monkeypatch
     hits = []
     for seed in range(4):
         req = GenerationRequest("a red circle moves to the right", model="mini", schedule=views.DEFAULT_SCHEDULE,
-                                guidance=float(views.DEFAULT_GUIDANCE), seed=seed)
+                                guidance=recommended_guidance("mini"), seed=seed)
         s = score_clip(pipe.generate(req, preview=False).frames)
         hits.append((s["colour"], s["shape"], s["direction"]) == ("red", "circle", "right"))
     assert sum(hits) >= 3, hits

@@ -225,3 +225,19 @@ def test_the_page_defaults_to_the_pyramidal_finetune_shipped_for_the_default_pre
     assert (run["model"], run["checkpoint_id"]) == ("tiny", ck["id"])
     assert api.submit_run("a cat", mode="original", schedule="0-0-5", seed=1)["checkpoint_id"] is None
     assert api.submit_run("a cat", model="tiny", schedule="2-2-1", seed=1)["checkpoint_id"] is None
+
+
+def test_requests_without_guidance_get_the_models_recommended_one(pwan_env, checkpoint_dir, monkeypatch):
+    from ui import page
+
+    monkeypatch.setenv("PWAN_MODEL", "tiny")
+    card = json.loads((checkpoint_dir / "card.json").read_text())
+    (checkpoint_dir / "card.json").write_text(json.dumps({**card, "guidance": 2.5}))
+    ck = api.register_checkpoint(checkpoint_dir, "tiny", "tuned")
+    assert api.submit_run("a cat", checkpoint="tuned", schedule="2-2-1", seed=1)["guidance"] == [2.5] * 3
+    assert api.submit_run("a cat", checkpoint="tuned", schedule="2-2-1", seed=1, guidance=6)["guidance"] == [6.0] * 3
+    assert api.submit_run("a cat", model="tiny", schedule="2-2-1", seed=1)["guidance"] == [5.0] * 3
+    original, pyramid = api.submit_comparison("a cat", checkpoint="tuned", schedule="2-2-1", seed=1)["runs"]
+    assert pyramid["guidance"] == [2.5] * 3 and original["guidance"] == [2.5]
+    assert page.model_guidance(f"{page.CHECKPOINT_PREFIX}{ck['id']}") == "2.5"
+    assert page.model_guidance("tiny") == "5" and page.model_guidance("checkpoint:999") == "5"
