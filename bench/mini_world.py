@@ -127,12 +127,17 @@ def main(argv=None) -> int:
     ap.add_argument("--full", default="0-0-30", help="the original's schedule")
     ap.add_argument("--plan", default="12-12-6")
     ap.add_argument("--cheap", default="4-4-2")
-    ap.add_argument("--guidance", type=float, default=4.0)
+    ap.add_argument("--guidance", type=float, default=None, help="default: the mini card's recommended guidance")
     ap.add_argument("--decode-batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", default=None, help="write the table (and every clip's scored attributes) here")
     ap.add_argument("--strip", default=None, help="write a PNG of sample frames per row here")
     args = ap.parse_args(argv)
+    if args.guidance is None:
+        from core import recommended_guidance
+
+        os.environ["PWAN_MINI_PATH"] = str(Path(args.mini).resolve())
+        args.guidance = recommended_guidance("mini")
     if args.threads:
         import torch
 

@@ -435,7 +435,7 @@ def train(cfg: TrainConfig | dict, on_step: Callable[[dict], bool | None] | None
     if teacher is not None:
         teacher.to(device)
 
-    meta = {"cache": {"clips": len(data), "skipped": [list(s) for s in cache_report.skipped]}}
+    meta = {"cache": {"clips": len(data), "skipped": [list(s) for s in cache_report.skipped]}, "device": device}
 
     def checkpoint(complete: bool) -> dict:
         model = accelerator.unwrap_model(transformer)
@@ -574,6 +574,8 @@ def _card(cfg: TrainConfig, plan, step: int, history: list[dict], meta: dict, co
         "complete": complete,
         "ema": cfg.ema_decay > 0,
         "losses": {"first_per_stage": first, "last_per_stage": last},
+        "compute": {"steps": step, "seconds": round(sum(h.get("seconds", 0.0) for h in history), 1),
+                    "device": str(meta.get("device", ""))},
         "config": cfg.to_dict(),
     }
 

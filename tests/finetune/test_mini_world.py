@@ -2,11 +2,14 @@
 pretraining, the shipped ``mini`` preset, and the pyramidal finetune over it."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from core import GenerationRequest, load_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
@@ -41,10 +44,10 @@ def test_pyramidal_phase_is_capped_at_a_tenth_of_pretraining(tmp_path):
         phase_pyramid(RecipeConfig(pretrain_steps=100, pyramid_steps=11), tmp_path, log=print)
 
 
-def test_committed_vae_seeds_the_recipe_and_reconstructs_held_out_clips(tmp_path):
-    """The VAE phase's committed partial result (step 2050): the recipe starts from it without
-    training again, and it reconstructs clips it never saw far above an untrained VAE (~11 dB).
-    It measured 25.6 dB on 16 fresh clips; the 26 dB target is checked on the shipped mini VAE."""
+def test_finished_vae_phase_is_taken_from_the_shipped_model_and_reconstructs_fresh_clips(tmp_path):
+    """The VAE phase's record (``models/mini-work/vae/summary.json``) and the shipped VAE
+    (``models/mini/vae``) let the recipe skip the phase; the VAE reconstructs clips it never saw at
+    26 dB or more (26.45 dB measured on 32 fresh clips; an untrained one gets about 11 dB)."""
     import torch
     from diffusers import AutoencoderKLWan
 
@@ -52,17 +55,20 @@ def test_committed_vae_seeds_the_recipe_and_reconstructs_held_out_clips(tmp_path
     from finetune.mini_world import RecipeConfig, phase_vae
     from finetune.world import make_clip
 
+    if not (ROOT / "models" / "mini" / "vae").is_dir():
+        pytest.skip("the mini model is not shipped")
     logs = []
-    vae_dir = phase_vae(RecipeConfig(work=str(tmp_path / "work"), vae_steps=2050), log=logs.append)
-    assert any("committed state" in m for m in logs) and not any("vae step" in m for m in logs)
+    vae_dir = phase_vae(RecipeConfig(work=str(tmp_path / "work")), log=logs.append)
+    assert any("VAE phase is done" in m for m in logs) and not any("vae step" in m for m in logs)
+    summary = json.loads((vae_dir.parent / "summary.json").read_text())
+    assert summary["steps"] == 2050 + 800 and summary["cpu_seconds"] > 0
     vae = AutoencoderKLWan.from_pretrained(str(vae_dir)).eval()
     assert len(vae.config.latents_std) == 16 and min(vae.config.latents_std) > 0
-    scores = []
+    x = torch.stack([to_vae_input(make_clip(seed)[0]) for seed in range(30_000_000, 30_000_016)])
     with torch.no_grad():
-        for seed in range(30_000_000, 30_000_004):
-            x = to_vae_input(make_clip(seed)[0])[None]
-            scores.append(psnr(vae.decode(vae.encode(x).latent_dist.mode()).sample, x))
-    assert np.mean(scores) >= 24.0, scores
+        rec = torch.cat([vae.decode(vae.encode(x[i:i + 8]).latent_dist.mode()).sample for i in (0, 8)])
+    scores = [psnr(rec[i:i + 1], x[i:i + 1]) for i in range(len(x))]
+    assert np.mean(scores) >= 26.0, scores
 
 
 def test_vae_decoder_phase_leaves_the_encoder_and_latent_statistics_alone(tmp_path):
