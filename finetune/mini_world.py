@@ -11,9 +11,10 @@ Phases, each resumable from its last state (run the same command again to contin
 5. ``pyramid``: the pyramidal finetune of :mod:`finetune.pyramidal` over ``mini``, with at most
    10% of the pretraining steps, shipped as ``models/mini-pyramidal``.
 
-    python -m finetune.mini_world                       # the whole recipe (hours on a CPU)
-    python -m finetune.mini_world --vae-steps 2 --pretrain-steps 2 --pyramid-steps 1 --clips 4 \\
-        --work /tmp/mini --ship /tmp/ship                # a few steps of each phase
+    python -m finetune.mini_world                       # the whole recipe (~3.5 h on a 2-core CPU)
+    python -m finetune.mini_world --prebuild-pyramid-cache --threads 1   # phase 5's data, beside phase 3
+    python -m finetune.mini_world --vae-steps 2 --vae-decoder-steps 1 --pretrain-steps 10 --pyramid-steps 1 \\
+        --clips 4 --pyramid-clips 2 --seed-states /tmp/none --work /tmp/mini --ship /tmp/ship   # a few steps each
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class RecipeConfig:
     work: str = "data/mini"  # resumable states of every phase
     ship: str = str(REPO / "models")  # mini/ and mini-pyramidal/ go here
     seed_states: str = str(REPO / "models" / "mini-work")  # committed partial states to start from
-    vae_steps: int = 2050  # encoder and decoder (the committed state, models/mini-work/vae, is the finished VAE)
+    vae_steps: int = 2050  # encoder and decoder (models/mini-work/vae/summary.json records the finished phase)
     vae_decoder_steps: int = 800  # then the decoder alone: the latents the transformer learns do not move
     pretrain_steps: int = 16000
     pyramid_steps: int = 1600
