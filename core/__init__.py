@@ -12,6 +12,6 @@ from .sampler import sample_pyramid
 
 __all__ = [
     "Cancelled", "ModelLoadError", "RequestError", "GenerationRequest", "GenerationResult",
-    "PyramidalWanPipeline", "load_pipeline", "Stage", "StagePlan", "default_device", "default_preset", "recommended_guidance",
-    "list_presets", "down_noise", "down_signal", "jump", "up", "sample_pyramid",
+    "PyramidalWanPipeline", "load_pipeline", "Stage", "StagePlan", "default_device", "default_preset",
+    "recommended_guidance", "list_presets", "down_noise", "down_signal", "jump", "up", "sample_pyramid",
 ]
