@@ -53,9 +53,12 @@ class ConflictError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------- validation
+MAX_ID = 2**63 - 1  # the databases' integer range
+
+
 def _check_id(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError(f"{what} id must be a positive whole number; got {value!r}", "id")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        raise ValidationError(f"{what} id must be a whole number from 1 to {MAX_ID:,}; got {value!r}", "id")
     return value
 
 
@@ -95,7 +98,7 @@ def _resolve_checkpoint(checkpoint: Any, model: str | None) -> tuple[dict | None
     if isinstance(checkpoint, bool) or not isinstance(checkpoint, (int, str)):
         raise ValidationError("checkpoint must be a checkpoint id or name", "checkpoint")
     if isinstance(checkpoint, int):
-        row = db_checkpoints.get_checkpoint(checkpoint)
+        row = db_checkpoints.get_checkpoint(checkpoint) if 1 <= checkpoint <= MAX_ID else None
     else:
         row = db_checkpoints.find_checkpoint(checkpoint.strip())
     if row is None:

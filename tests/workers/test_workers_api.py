@@ -42,6 +42,7 @@ BAD_INPUTS = [
     ("unknown preset", dict(model="giant-99b"), "model", "giant-99b"),
     ("unknown checkpoint name", dict(checkpoint="no-such-thing"), "checkpoint", "no-such-thing"),
     ("unknown checkpoint id", dict(checkpoint=999), "checkpoint", "999"),
+    ("checkpoint id beyond the database", dict(checkpoint=2**70), "checkpoint", str(2**70)),
     ("schedule text", dict(schedule="fast please"), "schedule", "20-20-10"),
     ("too many stages", dict(schedule="1-1-1-1-1"), "schedule", "at most"),
     ("original with stages", dict(mode="original"), "schedule", "0-0-5"),
@@ -106,6 +107,8 @@ def test_get_list_cancel_delete_rerun(pwan_env, tmp_path):
     with pytest.raises(api.ValidationError) as info:
         api.get_run(0)
     assert info.value.field == "id"
+    with pytest.raises(api.ValidationError, match="from 1 to"):
+        api.get_run(2**70)
 
     assert [r["id"] for r in api.list_runs(search="BLUE")["items"]] == [b["id"]]
     assert api.list_runs(model="tiny", status=["queued"])["total"] == 2
