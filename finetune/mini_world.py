@@ -138,20 +138,17 @@ def _state_step(path: Path) -> int:
 @torch.no_grad()
 def encode_world(pipe, count: int, cache: Path, log, batch: int = 16) -> dict:
     """Normalised VAE latents of world clips ``0..count-1`` and the text embeddings of their captions."""
+    from .data import encode_video, to_video_tensor
     from .world import make_clip
 
     if cache.exists():
         data = torch.load(cache, weights_only=False)
         if data["latents"].shape[0] >= count:
             return data
-    vae = pipe.vae
-    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
-    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
     latents, captions = [], []
     for start in range(0, count, batch):
         clips = [make_clip(i) for i in range(start, min(count, start + batch))]
-        x = torch.stack([torch.from_numpy(frames).permute(3, 0, 1, 2) for frames, _, _ in clips]).float() / 127.5 - 1
-        latents.extend((vae.encode(x).latent_dist.mode() - mean) / std)
+        latents.extend(encode_video(pipe.vae, torch.stack([to_video_tensor(frames) for frames, _, _ in clips])))
         captions.extend(text for _, text, _ in clips)
         if len(latents) % 256 < batch:
             log(f"encoded {len(latents)}/{count} clips")
@@ -221,7 +218,10 @@ def phase_pretrain(cfg: RecipeConfig, base: Path, log) -> dict:
         decay = min(cfg.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             for k, v in model.state_dict().items():
-                ema[k].lerp_(v, 1 - decay) if v.is_floating_point() else ema[k].copy_(v)
+                if v.is_floating_point():
+                    ema[k].lerp_(v, 1 - decay)
+                else:
+                    ema[k].copy_(v)
         seconds += time.perf_counter() - t0
         history.append(round(loss.item(), 5))
         if step % 50 == 0 or step == cfg.pretrain_steps:
