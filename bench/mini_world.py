@@ -2,7 +2,8 @@
 
 Rows: the original mini model at its full schedule; a noise floor (the original again with other
 seeds); the original through a pyramidal plan without finetuning (training-free); the finetuned
-pyramidal checkpoint at a 20-20-10-like plan and at a cheaper one. Columns: scorer adherence per
+pyramidal checkpoint at a 20-20-10-like plan and at a cheaper one; the original with its steps cut
+to the finetuned plan's FLOPs (what the same compute buys without a pyramid). Columns: scorer adherence per
 attribute and all three; Frechet distance (scorer features) to real clips and to the original's
 samples; GFLOPs; measured seconds per video (denoising alone, and in all with the VAE decode,
 which is shared by every row and runs in batches of ``--decode-batch``).
@@ -51,6 +52,19 @@ def generate_row(pipe, mode: str, schedule: str, prompts: list[str], seeds: list
             "seconds": float(np.mean(other)) + decode, "tflops": tflops}
 
 
+def equal_flops_schedule(pipe, full: str, guidance, plan: str, plan_guidance) -> str:
+    """The original's schedule with its steps cut to the pyramidal plan's FLOPs (the plain way to
+    spend the same compute): ``0-0-N``, N rounded to the nearest step."""
+    from core import StagePlan
+    from core.flops import plan_flops
+
+    config = dict(pipe.transformer.config)
+    cost = lambda s, g: plan_flops(config, StagePlan.parse(s, guidance=g), 17, 128, 128, 64)["tflops"]  # noqa: E731
+    steps = StagePlan.parse(full).stages[-1].steps
+    n = max(1, round(steps * cost(plan, plan_guidance) / cost(full, guidance)))
+    return f"0-0-{n}"
+
+
 def table(args) -> dict:
     from core import load_pipeline
     from finetune.scorer import accuracy, clip_features, frechet_distance, score_clip
@@ -63,23 +77,26 @@ def table(args) -> dict:
     other_seeds = [s + 1_000_000 for s in seeds]
     real = np.stack([clip_features(make_clip(10_000_000 + i)[0]) for i in range(args.clips)])
     base = load_pipeline("mini")
-    rows = [("original " + args.full, base, "original", args.full, seeds),
-            ("noise floor: original, other seeds", base, "original", args.full, other_seeds),
-            ("training-free pyramidal " + args.plan, base, "pyramidal", args.plan, seeds)]
+    g, pg = args.guidance, args.pyramid_guidance
+    rows = [("original " + args.full, base, "original", args.full, seeds, g),
+            ("noise floor: original, other seeds", base, "original", args.full, other_seeds, g),
+            ("training-free pyramidal " + args.plan, base, "pyramidal", args.plan, seeds, pg)]
     if args.pyramidal and Path(args.pyramidal).is_dir():
         tuned = load_pipeline("mini", checkpoint_dir=args.pyramidal, name="mini")
-        rows += [("finetuned pyramidal " + args.plan, tuned, "pyramidal", args.plan, seeds),
-                 ("finetuned pyramidal " + args.cheap, tuned, "pyramidal", args.cheap, seeds)]
+        rows += [("finetuned pyramidal " + args.plan, tuned, "pyramidal", args.plan, seeds, pg),
+                 ("finetuned pyramidal " + args.cheap, tuned, "pyramidal", args.cheap, seeds, pg)]
+    fewer = equal_flops_schedule(base, args.full, g, args.plan, pg)
+    rows.append((f"fewer steps: original {fewer}", base, "original", fewer, seeds, g))
     results, reference, strips = [], None, []
-    for name, pipe, mode, schedule, row_seeds in rows:
-        out = generate_row(pipe, mode, schedule, prompts, row_seeds, args.guidance, args.decode_batch)
+    for name, pipe, mode, schedule, row_seeds, guidance in rows:
+        out = generate_row(pipe, mode, schedule, prompts, row_seeds, guidance, args.decode_batch)
         feats = np.stack([clip_features(v) for v in out["videos"]])
         scores = [score_clip(v) for v in out["videos"]]
         acc = accuracy(scores, prompts)
         if reference is None:
             reference = feats
         results.append({
-            "row": name, "mode": mode, "schedule": schedule,
+            "row": name, "mode": mode, "schedule": schedule, "guidance": guidance,
             "colour": acc["colour"], "shape": acc["shape"], "direction": acc["direction"], "all": acc["all"],
             "fd_real": frechet_distance(feats, real),
             "fd_original": frechet_distance(feats, reference) if results else 0.0,
@@ -88,7 +105,8 @@ def table(args) -> dict:
         })
         strips.append((name, [out["videos"][prompts.index(p)] for p in STRIP_PROMPTS if p in prompts]))
         print(_format(results[-1]), flush=True)
-    return {"clips": args.clips, "guidance": args.guidance, "decode_batch": args.decode_batch,
+    return {"clips": args.clips, "guidance": args.guidance, "pyramid_guidance": args.pyramid_guidance,
+            "decode_batch": args.decode_batch,
             "prompts_seeds": "prompt i = all_captions()[i % 24], seed i; noise floor: seed i + 1,000,000; "
                              "real clips: world seeds 10,000,000 + i",
             "rows": results, "_strips": strips}
@@ -127,22 +145,35 @@ def main(argv=None) -> int:
     ap.add_argument("--full", default="0-0-30", help="the original's schedule")
     ap.add_argument("--plan", default="12-12-6")
     ap.add_argument("--cheap", default="4-4-2")
-    ap.add_argument("--guidance", type=float, default=None, help="default: the mini card's recommended guidance")
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="the original's rows; default: the mini card's recommended guidance")
+    ap.add_argument("--pyramid-guidance", default=None,
+                    help="the pyramidal rows, one value or one per stage (1,1,1.5); default: the finetuned "
+                         "checkpoint card's recommendation for the plan")
     ap.add_argument("--decode-batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", default=None, help="write the table (and every clip's scored attributes) here")
     ap.add_argument("--strip", default=None, help="write a PNG of sample frames per row here")
     args = ap.parse_args(argv)
-    if args.guidance is None:
-        from core import recommended_guidance
+    from core import StagePlan, recommended_guidance
 
-        os.environ["PWAN_MINI_PATH"] = str(Path(args.mini).resolve())
+    os.environ["PWAN_MINI_PATH"] = str(Path(args.mini).resolve())
+    if args.guidance is None:
         args.guidance = recommended_guidance("mini")
+    if args.pyramid_guidance is None:
+        card = Path(args.pyramidal or "") / "card.json"
+        args.pyramid_guidance = recommended_guidance(
+            "mini", json.loads(card.read_text()) if card.is_file() else None,
+            stages=StagePlan.parse(args.plan).num_stages)
+    else:
+        values = [float(v) for v in str(args.pyramid_guidance).split(",")]
+        args.pyramid_guidance = values[0] if len(values) == 1 else values
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    print(f"mini world, {args.clips} clips per row (same prompts and seeds; the noise floor uses other seeds)")
+    print(f"mini world, {args.clips} clips per row (same prompts and seeds; the noise floor uses other seeds); "
+          f"guidance: original {args.guidance}, pyramidal {args.pyramid_guidance}")
     print(f"{'row':<40} {'colour':>6} {'shape':>6} {'dir':>6} {'all 3':>6} {'FD real':>8} {'FD orig':>8} "
           f"{'GFLOPs':>8} {'denoise s':>9} {'s/video':>7}")
     result = table(args)

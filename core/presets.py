@@ -235,14 +235,26 @@ def default_preset() -> str:
 DEFAULT_GUIDANCE = 5.0  # Wan's
 
 
-def recommended_guidance(preset: str, card: dict | None = None) -> float:
-    """The guidance a request that names none gets: a checkpoint card's ``guidance`` (``card``),
-    else the preset's (the mini model's card records the one it was evaluated with), else Wan's 5."""
+def recommended_guidance(preset: str, card: dict | None = None, stages: int | None = None) -> float | list[float]:
+    """The guidance a request that names none gets: a checkpoint card's (``card``), else the
+    preset's (the mini model's card records the one it was evaluated with), else Wan's 5.
+
+    A card may also recommend one value per stage (``guidance_per_stage``; for instance guidance
+    at full resolution only, where the low-resolution stages sample better without it). A plan
+    with that many ``stages`` gets the list; any other plan gets the card's single ``guidance``."""
     for source in (card or {}, _preset_card(preset)):
+        per_stage = source.get("guidance_per_stage")
+        if stages is not None and isinstance(per_stage, list) and len(per_stage) == stages \
+                and all(_valid_guidance(g) for g in per_stage):
+            return [float(g) for g in per_stage]
         value = source.get("guidance")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and 1.0 <= value <= 20.0:
+        if _valid_guidance(value):
             return float(value)
     return DEFAULT_GUIDANCE
+
+
+def _valid_guidance(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 1.0 <= value <= 20.0
 
 
 def _preset_card(preset: str) -> dict:

@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--sample-prompt", default="")
     t.add_argument("--teacher", default=None, help="preset that generates clips from a prompts file")
     t.add_argument("--teacher-schedule", default=d.teacher_schedule)
+    t.add_argument("--teacher-guidance", type=float, default=None, help="default: the teacher's recommended guidance")
+    t.add_argument("--teacher-seed", type=int, default=d.teacher_seed, help="noise seed of the first teacher clip")
+    t.add_argument("--low-res", default=d.low_res, choices=["pixels", "latents"],
+                   help="lower stages' latents: encode the downsampled video, or block means of the full latent")
+    t.add_argument("--cond-dropout", type=float, default=d.cond_dropout,
+                   help="share of samples trained on the empty prompt (for classifier-free guidance)")
     t.add_argument("--cache-dir", default=None)
     t.add_argument("--device", default=None)
     t.add_argument("--name", default="")
@@ -84,7 +90,8 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, teacher_weight=args.teacher_weight, bf16=args.bf16,
         gradient_checkpointing=args.gradient_checkpointing, ema_decay=args.ema_decay, seed=args.seed,
         save_every=args.save_every, sample_every=args.sample_every, sample_prompt=args.sample_prompt,
-        teacher=args.teacher, teacher_schedule=args.teacher_schedule, cache_dir=args.cache_dir, device=args.device,
+        teacher=args.teacher, teacher_schedule=args.teacher_schedule, teacher_guidance=args.teacher_guidance,
+        teacher_seed=args.teacher_seed, cond_dropout=args.cond_dropout, low_res=args.low_res, cache_dir=args.cache_dir, device=args.device,
     )
 
 

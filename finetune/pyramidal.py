@@ -41,6 +41,9 @@ STANDARD_SCHEDULES = {1: ["0-0-50"], 2: ["0-25-25", "0-10-10"], 3: ["20-20-10", 
                       4: ["10-10-10-10", "4-4-4-2"]}
 
 
+LOW_RES = ("pixels", "latents")
+
+
 class ConfigError(ValueError):
     """A training config that cannot run; ``field`` names the setting."""
 
@@ -72,6 +75,10 @@ class TrainConfig:
     lora_rank: int = 0  # 0: full finetune; else LoRA of this rank on the attention projections
     lora_alpha: float | None = None  # default: the rank
     teacher_weight: float = 0.0  # lambda of the optional teacher term (full-resolution stage)
+    low_res: str = "pixels"  # lower stages' clean latents: "pixels" (encode the downsampled video, the paper's
+    # choice) or "latents" (down_signal of the full-resolution latent, pyramid.md's fallback)
+    cond_dropout: float = 0.1  # share of samples trained on the empty prompt: classifier-free guidance
+    # uses the unconditional prediction at every stage, so it must learn the new stages too
     bf16: bool = False  # autocast to bfloat16
     gradient_checkpointing: bool = False
     ema_decay: float = 0.0  # 0: off; else the checkpoint holds the EMA weights
@@ -82,6 +89,8 @@ class TrainConfig:
     sample_schedule: str = ""  # default: one step per stage
     teacher: str | None = None  # preset that generates clips from a prompts file
     teacher_schedule: str = "0-0-8"
+    teacher_guidance: float | None = None  # None: the teacher's recommended guidance (its card, else 5)
+    teacher_seed: int = 1_000_000  # noise seed of the teacher's first clip (keep it apart from evaluation seeds)
     cache_dir: str | None = None  # default: <out>/cache
     device: str | None = None  # default: accelerate's choice
 
@@ -175,8 +184,14 @@ def validate_config(cfg: TrainConfig | dict, *, check_data: bool = True) -> Trai
     if cfg.lora_alpha is not None:
         _float_in(cfg, "lora_alpha", 0.0, 1e4, lo_open=True)
     _float_in(cfg, "teacher_weight", 0.0, 100.0)
+    _float_in(cfg, "cond_dropout", 0.0, 0.9)
+    if cfg.low_res not in LOW_RES:
+        raise ConfigError(f"low_res must be one of {', '.join(LOW_RES)}; got {cfg.low_res!r}", "low_res")
     _float_in(cfg, "ema_decay", 0.0, 0.99999)
     _int_in(cfg, "seed", 0, 2**32 - 1)
+    _int_in(cfg, "teacher_seed", 0, 2**62)
+    if cfg.teacher_guidance is not None:
+        _float_in(cfg, "teacher_guidance", 1.0, 20.0)
     _int_in(cfg, "save_every", 0, 1_000_000)
     _int_in(cfg, "sample_every", 0, 1_000_000)
     if not (isinstance(cfg.betas, (tuple, list)) and len(cfg.betas) == 2
@@ -350,20 +365,42 @@ def recommended_schedules(plan) -> list[str]:
 def resume_key(cfg: TrainConfig) -> dict:
     """Settings that must not change between a run and its resumption."""
     return {k: getattr(cfg, k) for k in ("base", "schedule", "boundaries", "frames", "height", "width",
-                                         "per_stage", "lora_rank", "seed")} | {"data": cfg.data}
+                                         "per_stage", "lora_rank", "seed", "low_res", "cond_dropout")} \
+        | {"data": cfg.data}
+
+
+def latents_from_full_resolution(data) -> None:
+    """Replace the lower stages' latents of ``data`` (a LatentDataset) by ``down_signal`` of the
+    stage above, so that ``up(x0_low)`` is exactly the block mean of ``x0`` (pyramid.md section 7)."""
+    from core.resample import down_signal
+
+    for level in range(data.stages - 2, -1, -1):
+        data.latents[level] = [down_signal(x.unsqueeze(0))[0] for x in data.latents[level + 1]]
+
+
+def empty_prompt_embeds(comps, device) -> torch.Tensor:
+    """``(1, L, D)``: the embedding of the empty prompt, which sampling uses as the unconditional
+    (negative) prompt for classifier-free guidance."""
+    from core.pipeline import PyramidalWanPipeline
+
+    pipe = PyramidalWanPipeline.from_components(comps, name="base")
+    with torch.no_grad():
+        return pipe.encode("", "", False)[0].float().to(device)
 
 
 def load_data(cfg: TrainConfig, comps, plan, log, should_stop=None):
     """Build (or reuse) the cache and load it in memory."""
     from finetune.data import LatentDataset, build_cache, resolve_source
 
-    teacher = None
+    teacher, guidance = None, None
     if cfg.teacher and not cfg.data.startswith("world:") and Path(cfg.data).is_file():
-        from core import load_pipeline
+        from core import load_pipeline, recommended_guidance
 
         teacher = load_pipeline(cfg.teacher, device=cfg.device)
+        guidance = cfg.teacher_guidance if cfg.teacher_guidance is not None else recommended_guidance(cfg.teacher)
     clips, skipped = resolve_source(cfg.data, teacher=teacher, frames=cfg.frames, height=cfg.height,
-                                    width=cfg.width, teacher_schedule=cfg.teacher_schedule, seed=cfg.seed)
+                                    width=cfg.width, teacher_schedule=cfg.teacher_schedule,
+                                    teacher_guidance=guidance, seed=cfg.teacher_seed if teacher else cfg.seed)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out) / "cache"
     report = build_cache(clips, comps, plan, (cfg.frames, cfg.height, cfg.width), cache_dir, base=cfg.base,
                          skipped=skipped, log=log, should_stop=should_stop)
@@ -411,7 +448,10 @@ def train(cfg: TrainConfig | dict, on_step: Callable[[dict], bool | None] | None
     accelerator.wait_for_everyone()
     if not main:
         data, cache_report = load_data(cfg, comps, plan, lambda *_: None)
+    if cfg.low_res == "latents":
+        latents_from_full_resolution(data)
     transformer = comps.transformer
+    empty_text = empty_prompt_embeds(comps, device) if cfg.cond_dropout > 0 else None
     teacher = None
     if cfg.teacher_weight > 0:
         teacher = copy.deepcopy(transformer).eval().requires_grad_(False)
@@ -473,6 +513,9 @@ def train(cfg: TrainConfig | dict, on_step: Callable[[dict], bool | None] | None
         for k, stage in enumerate(plan.stages):
             idx = order.take(cfg.per_stage)
             x0, x0_low, text = data.batch(idx, k, device)
+            if empty_text is not None:
+                drop = (torch.rand(len(idx), generator=generator) < cfg.cond_dropout).to(device)
+                text = torch.where(drop.view(-1, 1, 1), empty_text.to(text.dtype), text)
             eps = torch.randn(x0.shape, generator=generator).to(device)
             rho = torch.rand(len(idx), generator=generator).to(device)
             x, sigma, target = pyramidal_target(x0, x0_low, eps, rho, stage)

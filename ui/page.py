@@ -101,19 +101,21 @@ def split_model(value: str | None) -> tuple[str | None, int | None]:
 
 
 def model_guidance(value: str | None) -> str:
-    """The guidance box's text for a model choice: its card's recommended guidance, else Wan's 5."""
+    """The guidance box's text for a model choice: its card's recommended guidance (per stage for
+    a checkpoint that recommends one value per stage of its plan), else Wan's 5."""
     from core import recommended_guidance
 
     try:
         preset, checkpoint_id = split_model(value)
-        card = None
+        card, stages = None, None
         if checkpoint_id is not None:
             row = _api().get_checkpoint(checkpoint_id)
             preset, card = row["base"], row["card"] or {}
-        g = recommended_guidance(preset or "", card)
+            stages = card.get("stages")
+        g = recommended_guidance(preset or "", card, stages=stages)
     except Exception:  # noqa: BLE001 - an unknown model is reported when it is used
         g = float(views.DEFAULT_GUIDANCE)
-    return f"{g:g}"
+    return ", ".join(f"{v:g}" for v in g) if isinstance(g, list) else f"{g:g}"
 
 
 def done_run_choices() -> list[tuple[str, int]]:
@@ -128,7 +130,10 @@ def submit(prompt, negative_prompt, model, mode, schedule, guidance, seed, rando
     api = _api()
     model_name, checkpoint = split_model(model)
     frames, height, width = views.parse_size(size or views.DEFAULT_SIZE)
-    guidance_value = views.parse_guidance(guidance)
+    # the box still showing the model's recommendation: the server applies it to the plan that runs
+    # (a per-stage recommendation would not fit the original, or a plan with other stages)
+    untouched = str(guidance or "").replace(" ", "") == model_guidance(model).replace(" ", "")
+    guidance_value = None if untouched else views.parse_guidance(guidance)
     if random_seed or seed is None or seed == "":
         seed_value = None
     else:

@@ -160,13 +160,14 @@ def _run_spec(
         # no model named: a pyramidal plan runs the default preset's shipped pyramidal finetune
         checkpoint_row = shipped_pyramidal(default_preset())
     model = model or default_preset()
-    if guidance is None:
-        guidance = recommended_guidance(model, checkpoint_row["card"] if checkpoint_row else None)
     if schedule is None or schedule == "":
         schedule = (
             DEFAULT_PYRAMID_SCHEDULE if mode != "original"
             else baseline_schedule(DEFAULT_PYRAMID_SCHEDULE)
         )
+    if guidance is None:
+        guidance = recommended_guidance(model, checkpoint_row["card"] if checkpoint_row else None,
+                                        stages=_stage_count(mode, schedule))
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ValidationError(
             f"seed must be a whole number from 0 to {MAX_SEED:,}; got {seed!r}", "seed"
@@ -193,6 +194,18 @@ def _run_spec(
         "height": request.height,
         "width": request.width,
     }
+
+
+def _stage_count(mode: Any, schedule: Any) -> int | None:
+    """Stages the plan will run (None when the schedule is invalid: the request reports that)."""
+    from core import RequestError, StagePlan
+
+    if mode == "original":
+        return 1
+    try:
+        return StagePlan.parse(schedule).num_stages
+    except (RequestError, TypeError, ValueError):
+        return None
 
 
 def _send(run_ids: list[int]) -> None:
@@ -256,7 +269,8 @@ def submit_comparison(
     """The original model and the pyramidal one on the same prompt and seed, as a comparison.
 
     ``original_schedule`` defaults to one stage with the pyramid's total steps (20-20-10 ->
-    0-0-50); a guidance list applies to the pyramid, its last value to the original.
+    0-0-50); a guidance list applies to the pyramid, its last value to the original. Without a
+    guidance each model gets its own recommended one.
     Returns the comparison with its ``runs`` (original first).
     """
     seed = _random_seed() if seed is None else seed
@@ -270,7 +284,7 @@ def submit_comparison(
     original = _run_spec(
         mode="original",
         schedule=original_schedule or baseline_schedule(pyramid["schedule"]),
-        guidance=pyramid["guidance"][-1],
+        guidance=None if guidance is None else pyramid["guidance"][-1],
         **dict(common, model=pyramid["model"], checkpoint=None),
     )
     rows = db_runs.add_runs(

@@ -111,3 +111,40 @@ def test_teacher_clips_come_from_the_teacher_pipeline(tmp_path, tiny):
                           schedule="0-0-1", guidance=1.0)
     frames = clips[0].load()
     assert frames.shape == (17, 32, 32, 3) and clips[0].caption == "a red circle moves up"
+
+
+def test_batched_cache_matches_one_at_a_time_and_an_interrupted_build_resumes(tmp_path, tiny):
+    plan = StagePlan.parse("1-1")
+    clips = world_clips(5)
+    small = [type(c)(c.name, c.caption, (lambda c=c: c.load()[:, ::4, ::4]), c.source) for c in clips]  # 32x32
+    comps = tiny()
+    single = build_cache(small, comps, plan, (17, 32, 32), tmp_path / "one", base="tiny", batch=1)
+    calls = {"n": 0}
+
+    def stop_after_three() -> bool:  # asked before every clip: the build stops with 3 clips cached
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    part = build_cache(small, comps, plan, (17, 32, 32), tmp_path / "many", base="tiny", batch=2,
+                       should_stop=stop_after_three)
+    assert len(part.entries) == 3  # two batches flushed: 2 + the last, partial one
+    assert len(json.loads((tmp_path / "many" / "manifest.json").read_text())["entries"]) == 3
+    done = build_cache(small, comps, plan, (17, 32, 32), tmp_path / "many", base="tiny", batch=2)
+    assert done.encoded == 2 and [e["source"] for e in done.entries] == [c.source for c in clips]
+    a, b = LatentDataset(tmp_path / "one"), LatentDataset(tmp_path / "many")
+    assert a.captions == b.captions == [c.caption for c in clips]
+    for level in range(plan.num_stages):
+        for x, y in zip(a.latents[level], b.latents[level]):
+            assert torch.allclose(x, y, atol=1e-4), "a clip's latents depend on its batch"
+    assert all(torch.equal(x, y) for x, y in zip(a.text, b.text))
+
+
+def test_teacher_clips_record_how_they_were_made(tiny):
+    from core.pipeline import PyramidalWanPipeline
+    from finetune.data import resolve_source, teacher_clips
+
+    teacher = PyramidalWanPipeline.from_components(tiny(), name="tiny")
+    a = teacher_clips(["x"], teacher, frames=17, height=32, width=32, schedule="0-0-2", guidance=1.5, seed=7)
+    b = teacher_clips(["x"], teacher, frames=17, height=32, width=32, schedule="0-0-2", guidance=3.0, seed=7)
+    assert a[0].source != b[0].source and a[0].source.endswith(":7")  # the cache never mixes them up
+    assert "0-0-2" in a[0].source and "g1.5" in a[0].source

@@ -107,6 +107,44 @@ def test_options_run_ema_teacher_bf16_checkpointing_lora(train_config, tiny, tmp
     assert (tmp_path / "opts" / "lora" / "adapter_model.safetensors").is_file()
 
 
+def test_low_res_latents_are_block_means_of_the_full_resolution_latent(train_config, tiny, world_cache, tmp_path):
+    from core.resample import down_signal, up
+    from finetune.data import LatentDataset
+    from finetune.pyramidal import latents_from_full_resolution
+
+    data = LatentDataset(world_cache)
+    pixels = [x.clone() for x in data.latents[0]]
+    latents_from_full_resolution(data)
+    top = data.latents[-1][0].unsqueeze(0)
+    assert torch.allclose(data.latents[-2][0], down_signal(top)[0])
+    assert torch.allclose(up(data.latents[-2][0].unsqueeze(0)), up(down_signal(top)))  # the jump's up(x0_low)
+    assert torch.allclose(data.latents[0][0], down_signal(down_signal(top))[0], atol=1e-6)
+    assert not torch.allclose(data.latents[0][0], pixels[0])  # not what encoding the small video gives
+    result = train(train_config(steps=2, low_res="latents", out=str(tmp_path / "lat")), components=tiny(),
+                   log=lambda *_: None)
+    assert result.status == "done" and all(np.isfinite(h["loss"]) for h in result.history)
+    assert json.loads((tmp_path / "lat" / "card.json").read_text())["config"]["low_res"] == "latents"
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_cond_dropout_trains_on_the_negative_prompt_sampling_uses(dropout, train_config, tiny, tmp_path):
+    """Classifier-free guidance queries the model with the empty prompt at every stage, so a share
+    of the training samples must carry exactly that embedding (and none when dropout is off)."""
+    comps = tiny()
+    negative = PyramidalWanPipeline.from_components(comps, name="tiny").encode("a red circle", "", True)[1]
+    seen = []
+    comps.transformer.register_forward_pre_hook(
+        lambda _m, _a, kw: seen.extend(kw["encoder_hidden_states"].detach().float()), with_kwargs=True)
+    cfg = train_config(steps=20, per_stage=2, cond_dropout=dropout, out=str(tmp_path / f"cd{dropout}"))
+    train(cfg, components=comps, log=lambda *_: None)
+    empty = [bool(torch.allclose(e, negative[0], atol=1e-6)) for e in seen]
+    assert len(empty) == 20 * 3 * 2
+    if dropout == 0:
+        assert not any(empty)
+    else:
+        assert 0.3 <= np.mean(empty) <= 0.7, np.mean(empty)  # 120 draws at 0.5: 4.5 standard errors
+
+
 def test_stop_request_leaves_a_usable_checkpoint(train_config, tiny, tmp_path):
     cfg = train_config(steps=50, out=str(tmp_path / "stop"))
     result = train(cfg, components=tiny(), on_step=lambda info: info.get("step") == 2, log=lambda *_: None)
@@ -132,6 +170,10 @@ def test_stop_request_leaves_a_usable_checkpoint(train_config, tiny, tmp_path):
     (dict(ema_decay=1.0), "ema_decay"),
     (dict(out=""), "out"),
     (dict(data="world:0"), "data"),
+    (dict(cond_dropout=1.0), "cond_dropout"),
+    (dict(low_res="wavelets"), "low_res"),
+    (dict(teacher_guidance=0.5), "teacher_guidance"),
+    (dict(teacher_seed=-1), "teacher_seed"),
 ])
 def test_bad_configs_are_refused_before_any_work(change, field, tmp_path):
     settings = dict(base="tiny", data="world:2", out=str(tmp_path / "x"), steps=3, **SHAPE)

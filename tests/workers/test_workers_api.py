@@ -241,6 +241,33 @@ def test_requests_without_guidance_get_the_models_recommended_one(pwan_env, chec
     assert api.submit_run("a cat", checkpoint="tuned", schedule="2-2-1", seed=1, guidance=6)["guidance"] == [6.0] * 3
     assert api.submit_run("a cat", model="tiny", schedule="2-2-1", seed=1)["guidance"] == [5.0] * 3
     original, pyramid = api.submit_comparison("a cat", checkpoint="tuned", schedule="2-2-1", seed=1)["runs"]
-    assert pyramid["guidance"] == [2.5] * 3 and original["guidance"] == [2.5]
+    assert pyramid["guidance"] == [2.5] * 3 and original["guidance"] == [5.0]  # the base preset's own
     assert page.model_guidance(f"{page.CHECKPOINT_PREFIX}{ck['id']}") == "2.5"
     assert page.model_guidance("tiny") == "5" and page.model_guidance("checkpoint:999") == "5"
+
+
+def test_a_per_stage_recommendation_applies_to_plans_with_that_many_stages(pwan_env, checkpoint_dir, monkeypatch):
+    from ui import page
+
+    monkeypatch.setenv("PWAN_MODEL", "tiny")
+    card = {**json.loads((checkpoint_dir / "card.json").read_text()), "stages": 3}
+    stages = card["stages"]
+    per_stage = [1.0] * (stages - 1) + [2.5]
+    (checkpoint_dir / "card.json").write_text(json.dumps({**card, "guidance": 2.0, "guidance_per_stage": per_stage}))
+    ck = api.register_checkpoint(checkpoint_dir, "tiny", "tuned")
+    plan = "-".join(["2"] * stages)
+    assert api.submit_run("a cat", checkpoint="tuned", schedule=plan, seed=1)["guidance"] == per_stage
+    fewer = "-".join(["2"] * (stages - 1))  # another stage count: the single value
+    assert api.submit_run("a cat", checkpoint="tuned", schedule=fewer, seed=1)["guidance"] == [2.0] * (stages - 1)
+    assert api.submit_run("a cat", checkpoint="tuned", schedule=plan, seed=1, guidance=3)["guidance"] == [3.0] * stages
+    box = page.model_guidance(f"{page.CHECKPOINT_PREFIX}{ck['id']}")
+    assert box == ", ".join(f"{g:g}" for g in per_stage)
+    # the page leaves an untouched recommendation to the server, which fits it to the plan that runs
+    common = dict(negative_prompt="", model=f"{page.CHECKPOINT_PREFIX}{ck['id']}", seed=1, random_seed=False,
+                  size=None, compare=False)
+    out = page.submit("a cat", mode="original", schedule="0-0-4", guidance=box, **common)
+    assert api.get_run(out["run_ids"][0])["guidance"] == [2.0]
+    out = page.submit("a cat", mode="pyramidal", schedule=plan, guidance=box, **common)
+    assert api.get_run(out["run_ids"][0])["guidance"] == per_stage
+    out = page.submit("a cat", mode="pyramidal", schedule=plan, guidance="4", **common)
+    assert api.get_run(out["run_ids"][0])["guidance"] == [4.0] * stages
