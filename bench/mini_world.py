@@ -55,13 +55,16 @@ def generate_row(pipe, mode: str, schedule: str, prompts: list[str], seeds: list
 def equal_flops_schedule(pipe, full: str, guidance, plan: str, plan_guidance) -> str:
     """The original's schedule with its steps cut to the pyramidal plan's FLOPs (the plain way to
     spend the same compute): ``0-0-N``, N rounded to the nearest step."""
-    from core import StagePlan
+    from core import GenerationRequest
     from core.flops import plan_flops
 
-    config = dict(pipe.transformer.config)
-    cost = lambda s, g: plan_flops(config, StagePlan.parse(s, guidance=g), 17, 128, 128, 64)["tflops"]  # noqa: E731
-    steps = StagePlan.parse(full).stages[-1].steps
-    n = max(1, round(steps * cost(plan, plan_guidance) / cost(full, guidance)))
+    def cost(mode: str, schedule: str, g) -> float:  # as the pipeline reports it, at the rows' default shape
+        req = GenerationRequest("x", model=pipe.name, mode=mode, schedule=schedule, guidance=g)
+        return plan_flops(pipe.transformer.config, pipe.plan_for(req), req.frames, req.height, req.width,
+                          pipe.max_sequence_length)["tflops"]
+
+    steps = int(full.split("-")[-1])
+    n = max(1, round(steps * cost("pyramidal", plan, plan_guidance) / cost("original", full, guidance)))
     return f"0-0-{n}"
 
 

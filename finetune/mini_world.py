@@ -317,16 +317,15 @@ def phase_pyramid(cfg: RecipeConfig, ship: Path, log) -> Path:
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     if card.get("complete") and card.get("steps") == cfg.pyramid_steps and not (out / "state").exists():
         log(f"the pyramidal finetune is done: {out} ({card['steps']} steps)")
-        card.update(pyramid_guidance_card(cfg))
-        card_path.write_text(json.dumps(card, indent=2))
-        return out
-    result = train(pyramid_config(cfg, out), log=log)
-    card = json.loads(card_path.read_text())
+    else:
+        result = train(pyramid_config(cfg, out), log=log)
+        if result.status == "done":
+            shutil.rmtree(out / "state", ignore_errors=True)  # the resume state is not shipped
+        log(f"pyramidal finetune: {result.status} after {result.step} steps -> {out}")
+        card = json.loads(card_path.read_text())
+    card.pop("guidance_per_stage", None)  # a single recommended value replaces an earlier list
     card.update(pyramid_guidance_card(cfg))
     card_path.write_text(json.dumps(card, indent=2))
-    if result.status == "done":
-        shutil.rmtree(out / "state", ignore_errors=True)  # the resume state is not shipped
-    log(f"pyramidal finetune: {result.status} after {result.step} steps -> {out}")
     return out
 
 
