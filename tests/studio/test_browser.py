@@ -97,6 +97,9 @@ def test_invalid_input_shows_a_message_and_queues_nothing(page, studio):
     page.wait_for_selector("#gen-message :text('prompt is empty')")
     page.fill("#prompt textarea", "a red circle")
     page.get_by_text("More settings").click()
+    # the page fills the box with the model's recommendation once loaded: type after that, not before
+    page.wait_for_function("() => { const e = document.querySelector('#guidance textarea, #guidance input');"
+                           " return e && e.value.trim() !== ''; }")
     page.fill("#guidance textarea, #guidance input", "50")
     page.click("#generate-btn")
     page.wait_for_selector("#gen-message :text('out of range')")
