@@ -23,7 +23,7 @@ from .flops import plan_flops
 from .plan import MAX_STAGES, StagePlan
 from .presets import Components, build_components, list_presets
 from .resample import HAAR
-from .sampler import sample_pyramid
+from .sampler import JUMPS, sample_pyramid
 
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**32 - 1
@@ -156,11 +156,13 @@ class PyramidalWanPipeline:
         boundaries: list[float] | None = None,
         resampler=HAAR,
         info: dict | None = None,
+        jump: str = "carry",
     ):
         self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
         self.flow_shift, self.max_sequence_length, self.fps, self.name = flow_shift, max_sequence_length, fps, name
         self.boundaries = boundaries
         self.resampler = resampler
+        self.jump = jump  # between stages: "carry" (pyramid.md §5) or "fresh" (a checkpoint card's choice)
         self.info = dict(info or {})
         self.load_seconds = 0.0
         self._original = None
@@ -295,6 +297,7 @@ class PyramidalWanPipeline:
             "seed": req.seed,
             "shape": [req.frames, req.height, req.width],
             "plan": plan.describe(),
+            "jump": self.jump if req.mode == "pyramidal" and plan.num_stages > 1 else None,
             "latent_shapes": flops["latent_shapes"],
             "seconds": seconds,
             "load_seconds": self.load_seconds,
@@ -333,7 +336,7 @@ class PyramidalWanPipeline:
             marks["t"] = time.perf_counter()
 
         latents = sample_pyramid(self.denoiser(pe, ne), noise, plan, callback=callback, generator=gen,
-                                 resampler=self.resampler, on_stage_end=on_stage_end)
+                                 resampler=self.resampler, on_stage_end=on_stage_end, jump_mode=self.jump)
         return latents, stage_seconds, preview_out.get("frames")
 
     def _run_original(self, req, plan, pe, ne, noise, gen, callback):
@@ -386,13 +389,17 @@ def load_pipeline(
                 f"checkpoint {Path(checkpoint_dir).name} was trained over {card['base']!r}, not {preset!r}"
             )
     comps = build_components(preset, device)
-    boundaries = None
+    boundaries, jump = None, "carry"
     if card is not None:
         comps.transformer = apply_checkpoint(comps.transformer, checkpoint_dir)
         boundaries = card.get("boundaries")
         if boundaries is not None and len(boundaries) + 1 > MAX_STAGES:
             boundaries = None
-    pipe = PyramidalWanPipeline.from_components(comps, name=name or preset, boundaries=boundaries)
+        jump = card.get("jump", "carry")
+        if jump not in JUMPS:
+            raise ModelLoadError(f"checkpoint {Path(checkpoint_dir).name}: unknown jump {jump!r} in its card "
+                                 f"(expected one of {', '.join(JUMPS)})")
+    pipe = PyramidalWanPipeline.from_components(comps, name=name or preset, boundaries=boundaries, jump=jump)
     if card is not None:
         pipe.info["checkpoint"] = card
     pipe.load_seconds = time.perf_counter() - t0

@@ -111,3 +111,27 @@ def jump(
         top = _randn((b, c, 1, h, w), u, generator) * std
         u[:, :, :1] += top.repeat_interleave(2, dim=3).repeat_interleave(2, dim=4)
     return u, s
+
+
+def fresh_jump(
+    x0_low: torch.Tensor,
+    e: float,
+    generator: torch.Generator | None = None,
+    resampler: HaarResampler = HAAR,
+    m_max: int = M_MAX,
+) -> tuple[torch.Tensor, float]:
+    """The next stage's start from the lower stage's clean estimate, with all-fresh noise:
+    ``s * up(x0_low) + (1 - s) * eps``, the §7 training start itself.
+
+    Unlike :func:`jump` it drops what the lower stage's noise carried, so a low stage's small
+    errors do not ride along into the next one; with an exact model it under-disperses a little
+    (the clean estimate is a posterior mean, not a sample). The sampler passes ``x - sigma * v``:
+    exact after the first stage; after a middle stage it also holds a little of the lower level's
+    start (detail above that level weighs ``1 + s * sigma_end / (sigma_start - sigma_end)``, 1.1
+    for windows 0.8 / 0.5). A checkpoint card opts in with ``"jump": "fresh"``.
+    """
+    if not 0.0 < e < 1.0:
+        raise ValueError(f"signal fraction e must lie in (0, 1); got {e}")
+    s = jump_signal_scale(e, m_max)
+    u = resampler.up(x0_low)
+    return s * u + (1.0 - s) * _randn(u.shape, u, generator), s

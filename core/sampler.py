@@ -14,7 +14,9 @@ import torch
 
 from .errors import Cancelled
 from .plan import Stage, StagePlan
-from .resample import HAAR, HaarResampler, jump
+from .resample import HAAR, HaarResampler, fresh_jump, jump
+
+JUMPS = ("carry", "fresh")
 
 Denoiser = Callable[[torch.Tensor, float, Stage], torch.Tensor]
 
@@ -35,13 +37,18 @@ def sample_pyramid(
     generator: torch.Generator | None = None,
     resampler: HaarResampler = HAAR,
     on_stage_end: Callable[[Stage, torch.Tensor, torch.Tensor], None] | None = None,
+    jump_mode: str = "carry",
 ) -> torch.Tensor:
     """Run ``plan`` from full-resolution ``noise`` and return the clean full-resolution latents.
 
     Euler steps ``x <- x + (sigma_next - sigma) * v`` in float32, conditioned on the global sigma;
     between stages the jump of §5 with fresh noise from ``generator``. ``on_stage_end(stage, x,
     denoised)`` sees each stage's end state and its last x0 estimate (for previews and timing).
+    ``jump_mode="fresh"`` starts each higher stage from that x0 estimate and all-fresh noise
+    instead (:func:`core.resample.fresh_jump`).
     """
+    if jump_mode not in JUMPS:
+        raise ValueError(f"jump_mode must be one of {', '.join(JUMPS)}; got {jump_mode!r}")
     x = noise_to_stage0(noise, plan, resampler)
     total = plan.total_steps
     done = 0
@@ -71,5 +78,8 @@ def sample_pyramid(
         if on_stage_end is not None:
             on_stage_end(stage, x, denoised)
         if stage.index < plan.num_stages - 1:
-            x, _ = jump(x, 1.0 - stage.sigma_end, generator, resampler)
+            if jump_mode == "fresh":  # the last step's x - sigma * v equals the end state's x - sigma_end * v
+                x, _ = fresh_jump(denoised, 1.0 - stage.sigma_end, generator, resampler)
+            else:
+                x, _ = jump(x, 1.0 - stage.sigma_end, generator, resampler)
     return x

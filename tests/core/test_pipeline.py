@@ -113,3 +113,27 @@ def test_unknown_preset_and_missing_weights_give_clear_messages(tmp_path, monkey
         load_pipeline("wan2.1-1.3b")
     with pytest.raises(ModelLoadError, match="card.json"):
         load_pipeline("tiny", checkpoint_dir=tmp_path)
+
+
+def test_checkpoint_card_chooses_the_jump_between_stages(tiny_pipe, tmp_path):
+    """A card's ``"jump": "fresh"`` changes how stages hand over (same weights, same seed), the
+    report says which jump ran, and an unknown jump is refused with the checkpoint's name."""
+    from core.checkpoints import save_checkpoint
+
+    req = GenerationRequest(PROMPT, schedule="1-1-1", seed=3, frames=17, height=64, width=64)
+    runs = {}
+    for jump in ("carry", "fresh"):
+        folder = tmp_path / jump
+        save_checkpoint(folder, tiny_pipe.transformer, {"base": "tiny", "kind": "full", "jump": jump})
+        pipe = load_pipeline("tiny", checkpoint_dir=folder, device="cpu")
+        assert pipe.jump == jump
+        res = pipe.generate(req, preview=False, return_latents=True, decode=False)
+        assert res.report["jump"] == jump
+        runs[jump] = res.latents
+    base = tiny_pipe.generate(req, preview=False, return_latents=True, decode=False)
+    assert torch.equal(base.latents, runs["carry"])  # the default is pyramid.md's carrying jump
+    assert not torch.allclose(runs["carry"], runs["fresh"])
+    bad = tmp_path / "bad"
+    save_checkpoint(bad, tiny_pipe.transformer, {"base": "tiny", "kind": "full", "jump": "teleport"})
+    with pytest.raises(ModelLoadError, match="bad: unknown jump 'teleport'"):
+        load_pipeline("tiny", checkpoint_dir=bad, device="cpu")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from core.plan import jump_signal_scale
-from core.resample import HAAR, down_noise, down_signal, jump, up
+from core.resample import HAAR, down_noise, down_signal, fresh_jump, jump, up
 
 
 def _gen(seed=0):
@@ -66,6 +66,24 @@ def test_jump_residual_is_white_with_variance_one_minus_s_squared(e):
     off = corr - torch.eye(len(var), dtype=corr.dtype)
     assert off.abs().max().item() < 0.04, "residual must be uncorrelated"
     assert r.mean(0).abs().max().item() < 0.02
+
+
+@pytest.mark.parametrize("e", [1 / 3, 0.9])
+def test_fresh_jump_is_the_training_start(e):
+    """From a clean low latent, the fresh jump draws s * up(x0_low) + (1 - s) * white noise (§7's y_start)."""
+    shape = (2, 3, 2, 2)
+    x0_low = torch.randn(1, *shape, generator=_gen(99)) * 2 + 0.5
+    x_start, s = fresh_jump(x0_low.expand(20000, *shape), e, generator=_gen(3))
+    assert s == pytest.approx(jump_signal_scale(e))
+    r = (x_start - s * up(x0_low)).flatten(1)
+    cov = torch.cov(r.T.double())
+    var = torch.diagonal(cov)
+    assert torch.allclose(var, torch.full_like(var, (1 - s) ** 2), rtol=0.05)
+    corr = cov / torch.sqrt(var[:, None] * var[None, :])
+    assert (corr - torch.eye(len(var), dtype=corr.dtype)).abs().max().item() < 0.04
+    assert r.mean(0).abs().max().item() < 0.02
+    with pytest.raises(ValueError):
+        fresh_jump(x0_low, 1.0)
 
 
 def test_wrong_jump_coefficient_would_be_caught():
