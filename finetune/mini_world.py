@@ -63,6 +63,8 @@ class RecipeConfig:
     pyramid_boundaries: str = "0.8,0.5"  # the stage windows' inner noise levels: full resolution from 0.74
     # (after the jump) instead of 0.59 with the default thirds; held-out, 12-12-6: the pyramid's
     # background noise falls and its distance to the original drops (see README, "Stage windows")
+    pyramid_jump: str = "carry"  # the card's hand-over between stages: carry the low stage's noise (pyramid.md
+    # §5), or "fresh": renoise its clean estimate (core.resample.fresh_jump; README, "Stage windows")
     pyramid_bf16: bool = False  # fp32: bfloat16 autocast is emulated (~10x slower) on CPUs without avx512_bf16
     pyramid_low_res: str = "pixels"  # the lower stages' clean latents (finetune.pyramidal.TrainConfig.low_res)
     pyramid_cond_dropout: float = 0.0  # the low stages' unconditional branch stays untrained (0.1 scored
@@ -316,11 +318,19 @@ def pyramid_guidance_card(cfg: RecipeConfig) -> dict:
     return {"guidance": values[-1], "guidance_per_stage": values}
 
 
-def phase_pyramid(cfg: RecipeConfig, ship: Path, log) -> Path:
-    from .pyramidal import train
+def check_pyramid_settings(cfg: RecipeConfig) -> None:
+    from core.sampler import JUMPS
 
     if cfg.pyramid_steps > max(1, cfg.pretrain_steps // 10):
         raise ValueError("the pyramidal finetune may take at most 10% of the pretraining steps")
+    if cfg.pyramid_jump not in JUMPS:
+        raise ValueError(f"pyramid_jump must be one of {', '.join(JUMPS)}; got {cfg.pyramid_jump!r}")
+
+
+def phase_pyramid(cfg: RecipeConfig, ship: Path, log) -> Path:
+    from .pyramidal import train
+
+    check_pyramid_settings(cfg)
     os.environ["PWAN_MINI_PATH"] = str(ship)
     out = Path(cfg.ship) / "mini-pyramidal"
     card_path = out / "card.json"
@@ -334,12 +344,13 @@ def phase_pyramid(cfg: RecipeConfig, ship: Path, log) -> Path:
         log(f"pyramidal finetune: {result.status} after {result.step} steps -> {out}")
         card = json.loads(card_path.read_text())
     card.pop("guidance_per_stage", None)  # a single recommended value replaces an earlier list
-    card.update(pyramid_guidance_card(cfg))
+    card.update(pyramid_guidance_card(cfg), jump=cfg.pyramid_jump)
     card_path.write_text(json.dumps(card, indent=2))
     return out
 
 
 def run(cfg: RecipeConfig, log=print) -> dict:
+    check_pyramid_settings(cfg)  # before hours of the earlier phases
     vae_dir = phase_vae(cfg, log)
     vae_summary = json.loads((vae_dir.parent / "summary.json").read_text())
     base = phase_base(cfg, vae_dir, log)

@@ -35,14 +35,18 @@ def test_short_recipe_ships_a_loadable_mini_preset_and_pyramidal_checkpoint(tmp_
     tuned = json.loads((tmp_path / "ship" / "mini-pyramidal" / "card.json").read_text())
     assert tuned["guidance_per_stage"] == [1.0, 1.0, 1.5] and tuned["guidance"] == 1.5
     assert tuned["boundaries"] == [0.8, 0.5] and tuned["config"]["bf16"] is False  # the recipe's windows
+    assert tuned["jump"] == "carry"
     assert not (tmp_path / "ship" / "mini-pyramidal" / "state").exists()  # the resume state is not shipped
     # resuming a finished recipe does no more work and gives the same answer; a changed recommendation
     # reaches the finished checkpoint's card
     logs = []
-    again = run(RecipeConfig(**{**cfg.__dict__, "pyramid_guidance": "2"}), log=logs.append)
+    again = run(RecipeConfig(**{**cfg.__dict__, "pyramid_guidance": "2", "pyramid_jump": "fresh"}), log=logs.append)
     assert again["pretrain"]["steps"] == 10 and any("pyramidal finetune is done" in m for m in logs)
     tuned = json.loads((tmp_path / "ship" / "mini-pyramidal" / "card.json").read_text())
-    assert tuned["guidance"] == 2.0 and "guidance_per_stage" not in tuned
+    assert tuned["guidance"] == 2.0 and "guidance_per_stage" not in tuned and tuned["jump"] == "fresh"
+    assert load_pipeline("mini", checkpoint_dir=out["mini_pyramidal"]).jump == "fresh"
+    with pytest.raises(ValueError, match="pyramid_jump"):
+        run(RecipeConfig(**{**cfg.__dict__, "pyramid_jump": "teleport"}), log=logs.append)
 
 
 def test_pyramidal_phase_is_capped_at_a_tenth_of_pretraining(tmp_path):
