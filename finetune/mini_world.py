@@ -64,7 +64,7 @@ class RecipeConfig:
     # (after the jump) instead of 0.59 with the default thirds; held-out, 12-12-6: the pyramid's
     # background noise falls and its distance to the original drops (see README, "Stage windows")
     pyramid_jump: str = "carry"  # the card's hand-over between stages: carry the low stage's noise (pyramid.md
-    # §5), or "fresh": renoise its clean estimate (core.resample.fresh_jump; README, "Stage windows")
+    # §5), or "fresh": renoise its clean estimate (core.resample.fresh_jump; README, "What else was tried")
     pyramid_bf16: bool = False  # fp32: bfloat16 autocast is emulated (~10x slower) on CPUs without avx512_bf16
     pyramid_low_res: str = "pixels"  # the lower stages' clean latents (finetune.pyramidal.TrainConfig.low_res)
     pyramid_cond_dropout: float = 0.0  # the low stages' unconditional branch stays untrained (0.1 scored
