@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--height", type=int, default=d.height)
     t.add_argument("--width", type=int, default=d.width)
     t.add_argument("--per-stage", type=int, default=d.per_stage, help="clips per stage per step")
+    t.add_argument("--stage-shares", default=None,
+                   help="clips per step for each stage, lowest first (e.g. 15,15,5; overrides --per-stage)")
     t.add_argument("--lr", type=float, default=d.lr)
     t.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"])
     t.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
@@ -81,11 +83,19 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
         except ValueError:
             raise ConfigError(f"boundaries {args.boundaries!r}: write noise levels like 0.667,0.333",
                               "boundaries") from None
+    shares = None
+    if args.stage_shares:
+        try:
+            shares = [int(x) for x in args.stage_shares.split(",")]
+        except ValueError:
+            raise ConfigError(f"stage_shares {args.stage_shares!r}: write whole numbers like 15,15,5",
+                              "stage_shares") from None
     out = out_folder(args.out)
     return TrainConfig(
         base=args.base, data=args.data, out=out, name=args.name or Path(out).name, steps=args.steps,
         schedule=args.schedule, boundaries=boundaries, frames=args.frames, height=args.height, width=args.width,
-        per_stage=args.per_stage, lr=args.lr, lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
+        per_stage=args.per_stage, stage_shares=shares, lr=args.lr, lr_schedule=args.lr_schedule,
+        warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay, grad_clip=args.grad_clip,
         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, teacher_weight=args.teacher_weight, bf16=args.bf16,
         gradient_checkpointing=args.gradient_checkpointing, ema_decay=args.ema_decay, seed=args.seed,

@@ -6,8 +6,10 @@ A flat loop over a typed config, nanoGPT style:
    cannot run all raise :class:`ConfigError`)
 2. load the base model and the data cache (clips encoded once, every stage resolution)
 3. set up the trainable part (full or LoRA), AdamW, EMA; resume from ``out/state`` if present
-4. loop: every step draws ``per_stage`` clips for every stage (an equal share per stage), builds
-   the §7 targets, and backpropagates the mean of the stage losses; clip, step, EMA
+4. loop: every step draws ``per_stage`` clips for every stage (an equal share per stage, or
+   ``stage_shares``), builds the §7 targets, and backpropagates the mean of the stage losses
+   (each the mean over its own clips, so shares change the gradient's noise, not the weights);
+   clip, step, EMA
 5. log the loss per stage, render a sample every ``sample_every`` steps, checkpoint every
    ``save_every`` steps and at the end (or when ``on_step`` asks to stop)
 
@@ -65,6 +67,8 @@ class TrainConfig:
     height: int = 128
     width: int = 128
     per_stage: int = 1  # clips per stage per step (batch = per_stage * stages)
+    stage_shares: list[int] | None = None  # clips per step for each stage, lowest first (overrides per_stage):
+    # low-resolution clips cost 1/16 and 1/4 of a full one, so the low stages can see more for little
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     lr_schedule: str = "constant"  # "constant" | "cosine" (to lr_min_ratio * lr at the last step)
@@ -173,6 +177,12 @@ def validate_config(cfg: TrainConfig | dict, *, check_data: bool = True) -> Trai
     _int_in(cfg, "steps", 1, 1_000_000)
     _float_in(cfg, "lr", 0.0, 1e-1, lo_open=True)
     _int_in(cfg, "per_stage", 1, 64)
+    if cfg.stage_shares is not None:
+        if not (isinstance(cfg.stage_shares, (list, tuple)) and all(
+                isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 64 for v in cfg.stage_shares)):
+            raise ConfigError(f"stage_shares must list whole numbers from 1 to 64, one per stage; "
+                              f"got {cfg.stage_shares!r}", "stage_shares")
+        cfg.stage_shares = [int(v) for v in cfg.stage_shares]
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {cfg.lr_schedule!r}",
                           "lr_schedule")
@@ -224,6 +234,9 @@ def validate_config(cfg: TrainConfig | dict, *, check_data: bool = True) -> Trai
                           "boundaries") from None
     if plan.num_stages < 2:
         raise ConfigError(f"schedule {cfg.schedule!r} has one stage: a pyramidal finetune needs 2 to 4", "schedule")
+    if cfg.stage_shares is not None and len(cfg.stage_shares) != plan.num_stages:
+        raise ConfigError(f"stage_shares has {len(cfg.stage_shares)} values; schedule {plan.schedule!r} has "
+                          f"{plan.num_stages} stages", "stage_shares")
     tcfg = base_transformer_config(cfg.base)
     if tcfg is not None:
         check_plan_fits(tcfg, plan, cfg.frames, cfg.height, cfg.width)
@@ -366,7 +379,7 @@ def resume_key(cfg: TrainConfig) -> dict:
     """Settings that must not change between a run and its resumption."""
     return {k: getattr(cfg, k) for k in ("base", "schedule", "boundaries", "frames", "height", "width",
                                          "per_stage", "lora_rank", "seed", "low_res", "cond_dropout")} \
-        | {"data": cfg.data}
+        | {"data": cfg.data} | ({"stage_shares": cfg.stage_shares} if cfg.stage_shares else {})
 
 
 def latents_from_full_resolution(data) -> None:
@@ -504,6 +517,7 @@ def train(cfg: TrainConfig | dict, on_step: Callable[[dict], bool | None] | None
         log("stopped before training started")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     n_stages = plan.num_stages
+    shares = cfg.stage_shares or [cfg.per_stage] * n_stages
     while step < cfg.steps and status == "done":
         t0 = time.perf_counter()
         lr_now = learning_rate(cfg, step)
@@ -511,7 +525,7 @@ def train(cfg: TrainConfig | dict, on_step: Callable[[dict], bool | None] | None
             group["lr"] = lr_now
         stage_losses = []
         for k, stage in enumerate(plan.stages):
-            idx = order.take(cfg.per_stage)
+            idx = order.take(shares[k])
             x0, x0_low, text = data.batch(idx, k, device)
             if empty_text is not None:
                 drop = (torch.rand(len(idx), generator=generator) < cfg.cond_dropout).to(device)

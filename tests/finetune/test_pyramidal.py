@@ -72,6 +72,25 @@ def test_resume_equals_one_long_run(train_config, tiny, tmp_path):
               log=lambda *_: None)
 
 
+def test_stage_shares_set_the_clips_each_stage_draws(train_config, tiny, tmp_path):
+    """Equal shares are per_stage exactly (same draws, same weights); unequal ones change what each
+    stage sees, are recorded on the card, and a resume with other shares is refused."""
+    from safetensors.torch import load_file
+
+    def weights(name, **kw):
+        train(train_config(steps=2, out=str(tmp_path / name), **kw), components=tiny(), log=lambda *_: None)
+        return load_file(str(tmp_path / name / "transformer" / "diffusion_pytorch_model.safetensors"))
+
+    plain, equal = weights("plain", per_stage=2), weights("equal", stage_shares=[2, 2, 2])
+    assert all(torch.equal(plain[k], equal[k]) for k in plain)
+    uneven = weights("uneven", stage_shares=[3, 2, 1])
+    assert not all(torch.equal(plain[k], uneven[k]) for k in plain)
+    assert json.loads((tmp_path / "uneven" / "card.json").read_text())["config"]["stage_shares"] == [3, 2, 1]
+    with pytest.raises(ConfigError, match="other settings"):
+        train(train_config(steps=4, out=str(tmp_path / "uneven"), stage_shares=[1, 2, 3]), components=tiny(),
+              log=lambda *_: None)
+
+
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_checkpoint_round_trip_through_core_and_the_database(lora, train_config, tiny, sqlite_env, tmp_path):
     from workers import api
@@ -174,6 +193,9 @@ def test_stop_request_leaves_a_usable_checkpoint(train_config, tiny, tmp_path):
     (dict(low_res="wavelets"), "low_res"),
     (dict(teacher_guidance=0.5), "teacher_guidance"),
     (dict(teacher_seed=-1), "teacher_seed"),
+    (dict(stage_shares=[2, 2]), "stage_shares"),  # three stages
+    (dict(stage_shares=[4, 0, 1]), "stage_shares"),
+    (dict(stage_shares="4,4,1"), "stage_shares"),
 ])
 def test_bad_configs_are_refused_before_any_work(change, field, tmp_path):
     settings = dict(base="tiny", data="world:2", out=str(tmp_path / "x"), steps=3, **SHAPE)
@@ -202,6 +224,9 @@ def test_cli_refuses_a_bad_config_and_trains(tmp_path, world_cache, capsys):
 
     assert main(["pyramidal", "--base", "tiny", "--data", "world:2", "--steps", "0", "--out", str(tmp_path / "c")]) == 2
     assert "steps" in capsys.readouterr().err
+    assert main(["pyramidal", "--base", "tiny", "--data", "world:2", "--stage-shares", "4,x,1",
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "stage_shares" in capsys.readouterr().err and not (tmp_path / "c").exists()
     rc = main(["pyramidal", "--base", "tiny", "--data", "world:2", "--steps", "1", "--out", str(tmp_path / "c"),
                "--schedule", "1-1-1", "--frames", "17", "--height", "64", "--width", "64",
                "--cache-dir", str(world_cache), "--device", "cpu"])
