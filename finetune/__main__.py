@@ -76,20 +76,17 @@ def _parser() -> argparse.ArgumentParser:
 def config_from_args(args) -> "TrainConfig":  # noqa: F821
     from finetune.pyramidal import ConfigError, TrainConfig
 
-    boundaries = None
-    if args.boundaries:
+    def listed(name: str, kind, example: str):  # "a,b,c" -> [kind(a), ...]; None when not given
+        text = getattr(args, name)
+        if not text:
+            return None
         try:
-            boundaries = [float(x) for x in args.boundaries.split(",")]
+            return [kind(x) for x in text.split(",")]
         except ValueError:
-            raise ConfigError(f"boundaries {args.boundaries!r}: write noise levels like 0.667,0.333",
-                              "boundaries") from None
-    shares = None
-    if args.stage_shares:
-        try:
-            shares = [int(x) for x in args.stage_shares.split(",")]
-        except ValueError:
-            raise ConfigError(f"stage_shares {args.stage_shares!r}: write whole numbers like 15,15,5",
-                              "stage_shares") from None
+            raise ConfigError(f"{name} {text!r}: write {example}", name) from None
+
+    boundaries = listed("boundaries", float, "noise levels like 0.667,0.333")
+    shares = listed("stage_shares", int, "whole numbers like 15,15,5")
     out = out_folder(args.out)
     return TrainConfig(
         base=args.base, data=args.data, out=out, name=args.name or Path(out).name, steps=args.steps,
