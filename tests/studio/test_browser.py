@@ -186,7 +186,11 @@ def test_a_model_that_cannot_load_shows_a_message_not_a_traceback(page, studio):
 def test_a_running_run_can_be_cancelled_from_the_page(page, studio):
     open_page(page, studio)
     page.fill("#prompt textarea", "a slow purple star spins")
-    page.fill("#schedule input", "100-100-100")
+    # Long enough that it cannot finish before the cancel lands: the tiny model does
+    # 100-100-100 at 17 x 128 x 128 in half a second; this plan at this size takes about a minute.
+    page.fill("#schedule input", "200-200-200")
+    page.keyboard.press("Enter")
+    page.fill("#size input", "49 x 384 x 384")
     page.keyboard.press("Enter")
     page.click("#generate-btn")
     page.wait_for_selector("#gen-progress [data-status=running]", timeout=60_000)
