@@ -35,7 +35,7 @@ def test_short_recipe_ships_a_loadable_mini_preset_and_pyramidal_checkpoint(tmp_
     tuned = json.loads((tmp_path / "ship" / "mini-pyramidal" / "card.json").read_text())
     assert tuned["guidance_per_stage"] == [1.0, 1.0, 1.5] and tuned["guidance"] == 1.5
     assert tuned["boundaries"] == [0.8, 0.5] and tuned["config"]["bf16"] is False  # the recipe's windows
-    assert tuned["jump"] == "carry" and tuned["config"]["stage_shares"] == [15, 15, 5]
+    assert tuned["jump"] == "carry" and tuned["config"]["stage_shares"] == [30, 30, 5]
     assert not (tmp_path / "ship" / "mini-pyramidal" / "state").exists()  # the resume state is not shipped
     # resuming a finished recipe does no more work and gives the same answer; a changed recommendation
     # reaches the finished checkpoint's card
