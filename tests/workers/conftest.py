@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 
 FINAL = ("done", "failed", "cancelled")
+#: A run that a test cancels or kills mid-way: about 7 s of denoising for the tiny model, with
+#: hundreds of progress steps (at 17 x 32 x 32 it took half a second and could finish first).
+SLOW = dict(model="tiny", schedule="200-200", frames=33, height=256, width=256, guidance=5.0)
 
 class Installation:
     def __init__(self, data_dir: Path, env: dict[str, str]):

@@ -12,12 +12,10 @@ import pytest
 
 from workers import api
 
+from .conftest import SLOW
+
 #: A three-stage pyramid (per-stage seconds and TFLOPs for three stages).
 TINY = dict(model="tiny", schedule="2-2-1", frames=17, height=64, width=64)
-#: A run that takes a few seconds on a warm CPU worker, with hundreds of progress steps.
-# About 7 s of denoising for the tiny model (the 17 x 32 x 32 it once used took half a second,
-# short enough for a run to finish before a test could cancel or kill it).
-SLOW = dict(model="tiny", schedule="200-200", frames=33, height=256, width=256, guidance=5.0)
 #: The smallest run: one step, one frame.
 QUICK = dict(model="tiny", schedule="1", frames=1, height=16, width=16, guidance=1.0)
 

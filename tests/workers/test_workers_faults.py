@@ -7,11 +7,9 @@ import pytest
 from workers import api
 from workers.reaper import broker_queue_size
 
-pytestmark = pytest.mark.timeout(240)
+from .conftest import SLOW
 
-# About 7 s of denoising for the tiny model (the 17 x 32 x 32 it once used took half a second,
-# short enough for a run to finish before a test could cancel or kill it).
-SLOW = dict(model="tiny", schedule="200-200", frames=33, height=256, width=256, guidance=5.0)
+pytestmark = pytest.mark.timeout(240)
 
 
 def running(install, run_id: int, attempt: int = 1) -> dict:
