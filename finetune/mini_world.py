@@ -275,9 +275,9 @@ def phase_ship(cfg: RecipeConfig, base: Path, pretrain: dict, vae_summary: dict,
     return ship
 
 
-def _floats(text) -> list[float]:
+def _numbers(text, kind=float) -> list:
     """``"0.8,0.5"`` -> ``[0.8, 0.5]`` (the recipe's list settings, one string each on the CLI)."""
-    return [float(v) for v in str(text).split(",")]
+    return [kind(v) for v in str(text).split(",")]
 
 
 def pyramid_config(cfg: RecipeConfig, out: Path):
@@ -285,10 +285,9 @@ def pyramid_config(cfg: RecipeConfig, out: Path):
 
     return TrainConfig(base="mini", data=f"world:{cfg.pyramid_clips}", out=str(out), name="mini-pyramidal",
                        steps=cfg.pyramid_steps, schedule=cfg.pyramid_schedule, seed=cfg.seed,
-                       boundaries=_floats(cfg.pyramid_boundaries) if cfg.pyramid_boundaries else None,
+                       boundaries=_numbers(cfg.pyramid_boundaries) if cfg.pyramid_boundaries else None,
                        per_stage=max(1, cfg.batch // 3), lr=min(cfg.lr, 2e-4), lr_schedule="cosine",
-                       stage_shares=[int(v) for v in str(cfg.pyramid_stage_shares).split(",")]
-                       if cfg.pyramid_stage_shares else None,
+                       stage_shares=_numbers(cfg.pyramid_stage_shares, int) if cfg.pyramid_stage_shares else None,
                        low_res=cfg.pyramid_low_res, cond_dropout=cfg.pyramid_cond_dropout,
                        warmup_steps=min(100, cfg.pyramid_steps // 10), bf16=cfg.pyramid_bf16,
                        ema_decay=cfg.pyramid_ema if cfg.pyramid_steps >= 100 else 0.0,
@@ -318,7 +317,7 @@ def prebuild_pyramid_cache(cfg: RecipeConfig, log) -> None:
 def pyramid_guidance_card(cfg: RecipeConfig) -> dict:
     """The pyramidal card's recommendation: ``guidance`` (one value, for plans with another stage
     count) and, when ``pyramid_guidance`` lists one value per stage, ``guidance_per_stage``."""
-    values = _floats(cfg.pyramid_guidance)
+    values = _numbers(cfg.pyramid_guidance)
     if len(values) == 1:
         return {"guidance": values[0]}
     return {"guidance": values[-1], "guidance_per_stage": values}
