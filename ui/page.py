@@ -437,7 +437,11 @@ def build_page() -> gr.Blocks:
 
         # ================================================================ events
         # ---- page load: choices, a banner if something is wrong, ?comparison= / ?run=
-        def on_load(request: gr.Request):
+        def on_load(model_value, request: gr.Request):
+            """Fresh model choices, the banner, and a ``?comparison=``/``?run=`` link's tab. The model
+            and guidance boxes change only when the default differs from the value the page was
+            built with (``model_value``, sent when the page mounted): a user typing into them while
+            the load is in flight keeps what they typed."""
             from core import default_preset
 
             banner_text, choices, default = "", [], None
@@ -473,10 +477,16 @@ def build_page() -> gr.Blocks:
                     banner_text = f"There is no comparison {params['comparison']}."
             elif params.get("run", "").isdigit():
                 tab, hist_id = gr.Tabs(selected="history"), int(params["run"])
+            if default is None or default == model_value:
+                model_out, guidance_out = gr.update(choices=choices), gr.skip()
+            else:
+                model_out, guidance_out = gr.update(choices=choices, value=default), model_guidance(default)
             return (gr.update(value=banner_text, visible=bool(banner_text)),
-                    gr.update(choices=choices, value=default), a, b, tab, hist_id, model_guidance(default))
+                    model_out, a, b, tab, hist_id, guidance_out)
 
-        page.load(on_load, None, [banner, model, cmp_a, cmp_b, tabs, h_id, guidance], api_name=False)
+        # the body's data-pw-loaded tells scripts (and the browser tests) that the load has landed
+        page.load(on_load, [model], [banner, model, cmp_a, cmp_b, tabs, h_id, guidance], api_name=False
+                  ).then(None, None, None, js="() => { document.body.dataset.pwLoaded = '1'; }")
 
         # ---- plan-aware inputs
         def on_schedule(schedule_value, size_value):

@@ -19,7 +19,13 @@ def open_page(page, studio, query: str = ""):
     page.goto(f"{studio.url}/{query}")
     page.wait_for_selector("#prompt textarea", state="attached")
     page.wait_for_function("() => document.querySelector('#model input') && document.querySelector('#model input').value")
-    page.wait_for_function("() => !document.querySelector('.pending')")  # the load event is over
+    page.wait_for_function("() => document.body.dataset.pwLoaded === '1'")  # the load event has landed
+
+
+def settle(page):
+    """Wait until no event shows as pending: Gradio ignores a click on a button whose previous
+    event has not finished (trigger_mode "once"), as a person waits for the page to settle."""
+    page.wait_for_function("() => !document.querySelector('.pending')")
 
 
 def seen_statuses(page, until: str, timeout: float = 120_000) -> list[str]:
@@ -101,12 +107,14 @@ def test_invalid_input_shows_a_message_and_queues_nothing(page, studio):
     page.wait_for_function("() => { const e = document.querySelector('#guidance textarea, #guidance input');"
                            " return e && e.value.trim() !== ''; }")
     page.fill("#guidance textarea, #guidance input", "50")
+    settle(page)
     page.click("#generate-btn")
     page.wait_for_selector("#gen-message :text('out of range')")
     page.fill("#guidance textarea, #guidance input", "5")
     page.fill("#schedule input", "2-0-1")
     page.keyboard.press("Enter")
     page.wait_for_selector("#gen-message :text('nearest valid: 2-1-1')")
+    settle(page)
     page.click("#generate-btn")
     page.wait_for_selector("#gen-message :text('nearest valid')")
     assert studio.run_count() == before
