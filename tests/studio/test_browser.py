@@ -198,6 +198,7 @@ def test_a_running_run_can_be_cancelled_from_the_page(page, studio):
     # 100-100-100 at 17 x 128 x 128 in half a second; this plan at this size takes about a minute.
     page.fill("#schedule input", "200-200-200")
     page.keyboard.press("Enter")
+    settle(page)  # the schedule's sizes have landed: they would otherwise reset the size typed next
     page.fill("#size input", "49 x 384 x 384")
     page.keyboard.press("Enter")
     page.click("#generate-btn")
