@@ -121,6 +121,25 @@ def test_invalid_input_shows_a_message_and_queues_nothing(page, studio):
     screenshot(page, "invalid-input")
 
 
+def test_what_is_typed_before_the_page_has_loaded_is_kept(page, studio):
+    """The load event lands after the user has typed (held here until they have): it refreshes the
+    model list but leaves the model and guidance boxes as typed."""
+    held = []
+    page.route("**/gradio_api/queue/join*", lambda route: held.append(route))
+    page.goto(studio.url)
+    page.get_by_text("More settings").click()
+    page.wait_for_selector("#guidance textarea, #guidance input")
+    page.fill("#guidance textarea, #guidance input", "7, 5, 3")
+    while not held:
+        page.wait_for_timeout(50)
+    for route in held:
+        route.continue_()
+    page.unroute("**/gradio_api/queue/join*")
+    page.wait_for_function("() => document.body.dataset.pwLoaded === '1'")
+    assert page.input_value("#guidance textarea, #guidance input") == "7, 5, 3"
+    assert page.input_value("#model input")
+
+
 def test_history_lists_runs_and_opens_one(page, studio, done_comparison):
     _, (original, pyramid) = done_comparison
     open_page(page, studio)
