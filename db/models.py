@@ -104,6 +104,8 @@ class Run(_Timestamps, Base):
     mode: Mapped[str] = mapped_column(String(16))  # original | pyramidal
     schedule: Mapped[str] = mapped_column(String(64))
     guidance: Mapped[list[float]] = mapped_column(default=list)  # one value per stage
+    # where the guidance came from: "request", "checkpoint card", "preset card" or "default"
+    guidance_source: Mapped[str | None] = mapped_column(String(32))
     seed: Mapped[int] = mapped_column(BigInteger)
     frames: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
@@ -115,6 +117,8 @@ class Run(_Timestamps, Base):
     # Where it is.
     status: Mapped[str] = mapped_column(String(16), default=Status.QUEUED.value, index=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # SHA-256 (hex) of the secret cancel token handed to the submitter; never returned by the API
+    cancel_token_hash: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # executions started
     requeues: Mapped[int] = mapped_column(Integer, default=0)  # re-enqueued after a lost worker
     enqueued_at: Mapped[dt.datetime | None]
@@ -129,6 +133,8 @@ class Run(_Timestamps, Base):
     step: Mapped[int | None] = mapped_column(Integer)
     steps: Mapped[int | None] = mapped_column(Integer)
     fraction: Mapped[float] = mapped_column(Float, default=0.0)
+    # what the run is doing: "loading", "denoising", "decoding", "writing video" (None before it starts)
+    phase: Mapped[str | None] = mapped_column(String(32))
 
     # Results.
     load_seconds: Mapped[float | None] = mapped_column(Float)
@@ -138,6 +144,7 @@ class Run(_Timestamps, Base):
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # seconds per phase and stage...
     output_path: Mapped[str | None] = mapped_column(String(1000))
     preview_path: Mapped[str | None] = mapped_column(String(1000))
+    still_path: Mapped[str | None] = mapped_column(String(1000))  # a small still of the finished video
     error: Mapped[str | None] = mapped_column(Text)
 
     comparison: Mapped[Comparison | None] = relationship(back_populates="runs")
@@ -146,6 +153,16 @@ class Run(_Timestamps, Base):
     @property
     def finished(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+class AdminFailure(Base):
+    """Wrong admin passwords of one client, shared by every page process (the lockout)."""
+
+    __tablename__ = "admin_failures"
+
+    client: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[list[Any]] = mapped_column(default=list)  # times (unix seconds) of recent failures
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class FinetuneJob(_Timestamps, Base):
@@ -188,6 +205,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+#: Columns that never leave the database layer (secrets).
+PRIVATE_COLUMNS = frozenset({"cancel_token_hash"})
+
+
 def to_dict(row: Base) -> dict[str, Any]:
-    """The row's columns as plain data (times as ISO 8601 UTC strings)."""
-    return {attr.key: _jsonable(getattr(row, attr.key)) for attr in inspect(row).mapper.column_attrs}
+    """The row's columns as plain data (times as ISO 8601 UTC strings), secrets left out."""
+    return {attr.key: _jsonable(getattr(row, attr.key)) for attr in inspect(row).mapper.column_attrs
+            if attr.key not in PRIVATE_COLUMNS}
