@@ -3,7 +3,9 @@
 Rows: the original mini model at its full schedule; a noise floor (the original again with other
 seeds); the original through a pyramidal plan without finetuning (training-free); the finetuned
 pyramidal checkpoint at a 20-20-10-like plan and at a cheaper one; the original with its steps cut
-to the finetuned plan's FLOPs (what the same compute buys without a pyramid). Columns: scorer adherence per
+to the finetuned plan's FLOPs (what the same compute buys without a pyramid), on diffusers' grid
+(its last step only moves sigma 0.0089 -> 0) and on the uniform grid down to 0 that pyramidal plans
+use (``core.plan.GRIDS``). Columns: scorer adherence per
 attribute and all three; Frechet distance (scorer features) to real clips and to the original's
 samples; GFLOPs; measured seconds per video (denoising alone, and in all with the VAE decode,
 which is shared by every row and runs in batches of ``--decode-batch``).
@@ -29,7 +31,7 @@ STRIP_PROMPTS = ("a red circle moves to the right", "a green square moves up", "
 
 
 def generate_row(pipe, mode: str, schedule: str, prompts: list[str], seeds: list[int], guidance: float,
-                 decode_batch: int) -> dict:
+                 decode_batch: int, grid: str | None = None) -> dict:
     """Videos of one row: every request through ``pipe.generate`` (one video each), the latents
     decoded ``decode_batch`` at a time."""
     import torch
@@ -38,8 +40,10 @@ def generate_row(pipe, mode: str, schedule: str, prompts: list[str], seeds: list
 
     latents, denoise, other, tflops = [], [], [], 0.0
     for prompt, seed in zip(prompts, seeds):
-        req = GenerationRequest(prompt, model=pipe.name, mode=mode, schedule=schedule, guidance=guidance, seed=seed)
+        req = GenerationRequest(prompt, model=pipe.name, mode=mode, schedule=schedule, guidance=guidance, seed=seed,
+                                grid=grid)
         res = pipe.generate(req, preview=False, return_latents=True, decode=False)
+        plan_grid = res.report["plan"]["grid"]
         denoise.append(res.report["seconds"]["denoise"])
         other.append(res.report["seconds"]["total"])
         tflops = res.report["tflops"]
@@ -49,7 +53,7 @@ def generate_row(pipe, mode: str, schedule: str, prompts: list[str], seeds: list
         videos += pipe.decode_batch(torch.cat(latents[i:i + decode_batch]))
     decode = (time.perf_counter() - t0) / len(latents)
     return {"videos": videos, "denoise_seconds": float(np.mean(denoise)),
-            "seconds": float(np.mean(other)) + decode, "tflops": tflops}
+            "seconds": float(np.mean(other)) + decode, "tflops": tflops, "grid": plan_grid}
 
 
 def equal_flops_schedule(pipe, full: str, guidance, plan: str, plan_guidance) -> str:
@@ -81,25 +85,27 @@ def table(args) -> dict:
     real = np.stack([clip_features(make_clip(10_000_000 + i)[0]) for i in range(args.clips)])
     base = load_pipeline("mini")
     g, pg = args.guidance, args.pyramid_guidance
-    rows = [("original " + args.full, base, "original", args.full, seeds, g),
-            ("noise floor: original, other seeds", base, "original", args.full, other_seeds, g),
-            ("training-free pyramidal " + args.plan, base, "pyramidal", args.plan, seeds, pg)]
+    rows = [("original " + args.full, base, "original", args.full, seeds, g, None),
+            ("noise floor: original, other seeds", base, "original", args.full, other_seeds, g, None),
+            ("training-free pyramidal " + args.plan, base, "pyramidal", args.plan, seeds, pg, None)]
     if args.pyramidal and Path(args.pyramidal).is_dir():
         tuned = load_pipeline("mini", checkpoint_dir=args.pyramidal, name="mini")
-        rows += [("finetuned pyramidal " + args.plan, tuned, "pyramidal", args.plan, seeds, pg),
-                 ("finetuned pyramidal " + args.cheap, tuned, "pyramidal", args.cheap, seeds, pg)]
+        rows += [("finetuned pyramidal " + args.plan, tuned, "pyramidal", args.plan, seeds, pg, None),
+                 ("finetuned pyramidal " + args.cheap, tuned, "pyramidal", args.cheap, seeds, pg, None)]
     fewer = equal_flops_schedule(base, args.full, g, args.plan, pg)
-    rows.append((f"fewer steps: original {fewer}", base, "original", fewer, seeds, g))
+    rows.append((f"fewer steps: original {fewer}", base, "original", fewer, seeds, g, None))
+    # the same steps of the original model through our sampler on the grid pyramidal plans use
+    rows.append((f"fewer steps, grid to 0: original {fewer}", base, "pyramidal", fewer, seeds, g, "uniform"))
     results, reference, strips = [], None, []
-    for name, pipe, mode, schedule, row_seeds, guidance in rows:
-        out = generate_row(pipe, mode, schedule, prompts, row_seeds, guidance, args.decode_batch)
+    for name, pipe, mode, schedule, row_seeds, guidance, grid in rows:
+        out = generate_row(pipe, mode, schedule, prompts, row_seeds, guidance, args.decode_batch, grid)
         feats = np.stack([clip_features(v) for v in out["videos"]])
         scores = [score_clip(v) for v in out["videos"]]
         acc = accuracy(scores, prompts)
         if reference is None:
             reference = feats
         results.append({
-            "row": name, "mode": mode, "schedule": schedule, "guidance": guidance,
+            "row": name, "mode": mode, "schedule": schedule, "guidance": guidance, "grid": out["grid"],
             "colour": acc["colour"], "shape": acc["shape"], "direction": acc["direction"], "all": acc["all"],
             "fd_real": frechet_distance(feats, real),
             "fd_original": frechet_distance(feats, reference) if results else 0.0,

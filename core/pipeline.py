@@ -45,6 +45,7 @@ class GenerationRequest:
     checkpoint: str | None = None
     shift: float | None = None
     boundaries: list[float] | None = None
+    grid: str | None = None  # the last stage's level spacing (core.plan.GRIDS); None: the plan's default
 
     def plan(self, shift: float = 3.0, boundaries: list[float] | None = None) -> StagePlan:
         return StagePlan.parse(
@@ -52,6 +53,7 @@ class GenerationRequest:
             shift=self.shift if self.shift is not None else shift,
             boundaries=self.boundaries if self.boundaries is not None else boundaries,
             guidance=self.guidance,
+            grid=self.grid,
         )
 
     def validated(self, known_models: list[str] | None = None) -> "GenerationRequest":
@@ -82,6 +84,9 @@ class GenerationRequest:
                 f"{plan.num_stages} stages (nearest valid: {'-'.join(['0'] * (len(plan.parts) - 1) + [str(plan.total_steps)])})",
                 "schedule",
             )
+        if self.mode == "original" and plan.grid != "diffusers":
+            raise RequestError("the original model runs diffusers' own schedule (grid 'diffusers'); "
+                               f"grid {plan.grid!r} needs mode 'pyramidal'", "grid")
         plan.validate_shape(self.frames, self.height, self.width)
         return dataclasses.replace(self, prompt=self.prompt.strip(), negative_prompt=neg.strip(),
                                    schedule=plan.schedule, guidance=list(plan.guidance))

@@ -26,6 +26,16 @@ PATCH = 2
 MAX_FRAMES = 241
 MAX_SIDE = 1280
 DEFAULT_SHIFT = 3.0
+#: How the last stage (the one that ends at sigma 0) spaces its levels:
+#: "diffusers" - diffusers' baseline grid: uniform in ``u`` down to ``shift(1/1000)``, then one step to
+#:   0 (the default for one-stage plans, so that ``0-0-N`` is exactly ``WanPipeline``'s schedule; its
+#:   last forward only moves ``0.0089 -> 0``, a waste when the stage has few steps);
+#: "uniform" - uniform in ``u`` down to exactly 0, like every other stage (pyramid.md §4; the
+#:   default for pyramidal plans): every step does real work.
+GRIDS = ("diffusers", "uniform")
+#: With the "uniform" grid and shifts up to 5, no level interval of a stage is smaller than this
+#: fraction of the stage's mean interval ``(sigma_start - sigma_end) / steps`` (tests check it).
+MIN_INTERVAL_FRACTION = 0.25
 
 
 def shift_sigma(u, shift: float):
@@ -76,6 +86,7 @@ class StagePlan:
     shift: float
     boundaries: tuple[float, ...]  # inner boundaries b_1 > ... > b_{S-1} of the stages that run
     stages: tuple[Stage, ...]
+    grid: str = "diffusers"  # the last stage's level spacing (GRIDS)
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -85,7 +96,9 @@ class StagePlan:
         shift: float = DEFAULT_SHIFT,
         boundaries: list[float] | tuple[float, ...] | None = None,
         guidance: float | list[float] | tuple[float, ...] = 5.0,
+        grid: str | None = None,
     ) -> "StagePlan":
+        """``grid`` None: "diffusers" for a one-stage plan, "uniform" for a pyramidal one (GRIDS)."""
         parts = cls._parse_parts(schedule)
         first = next(i for i, n in enumerate(parts) if n > 0)
         active = parts[first:]
@@ -95,6 +108,10 @@ class StagePlan:
         shift = float(shift)
         bounds = cls._check_boundaries(boundaries, n_stages)
         guid = cls._check_guidance(guidance, n_stages, len(parts))
+        if grid is None:
+            grid = "diffusers" if n_stages == 1 else "uniform"
+        elif grid not in GRIDS:
+            raise RequestError(f"grid must be one of {', '.join(GRIDS)}; got {grid!r}", "grid")
 
         edges = (1.0,) + bounds + (0.0,)
         stages = []
@@ -108,11 +125,11 @@ class StagePlan:
                     steps=steps,
                     sigma_start=sigma_start,
                     sigma_end=sigma_end,
-                    sigmas=cls._stage_sigmas(sigma_start, sigma_end, steps, shift),
+                    sigmas=cls._stage_sigmas(sigma_start, sigma_end, steps, shift, grid),
                     guidance=guid[k],
                 )
             )
-        return cls(parts=parts, shift=shift, boundaries=bounds, stages=tuple(stages))
+        return cls(parts=parts, shift=shift, boundaries=bounds, stages=tuple(stages), grid=grid)
 
     @staticmethod
     def _parse_parts(schedule) -> tuple[int, ...]:
@@ -192,9 +209,10 @@ class StagePlan:
         return tuple(out)
 
     @staticmethod
-    def _stage_sigmas(sigma_start: float, sigma_end: float, steps: int, shift: float) -> tuple[float, ...]:
+    def _stage_sigmas(sigma_start: float, sigma_end: float, steps: int, shift: float,
+                      grid: str = "uniform") -> tuple[float, ...]:
         u_start = float(unshift_sigma(sigma_start, shift))
-        if sigma_end > 0:
+        if sigma_end > 0 or grid == "uniform":
             u = np.linspace(u_start, float(unshift_sigma(sigma_end, shift)), steps + 1)
             sig = shift_sigma(u, shift)
             sig[0], sig[-1] = sigma_start, sigma_end
@@ -231,6 +249,7 @@ class StagePlan:
             "schedule": self.schedule,
             "shift": self.shift,
             "boundaries": list(self.boundaries),
+            "grid": self.grid,
             "stages": [
                 {
                     "index": s.index,

@@ -46,6 +46,43 @@ def test_steps_inside_a_stage_are_uniform_in_unshifted_time():
     assert diffusers_sigma_min(3.0) == pytest.approx(3 * 0.001 / (1 + 2 * 0.001), rel=1e-6)
 
 
+@pytest.mark.parametrize("shift", [1.0, 3.0, 5.0])
+@pytest.mark.parametrize("boundaries", [None, [0.8, 0.5]])
+def test_no_level_interval_of_a_pyramidal_plan_is_wasted(shift, boundaries):
+    """Every step of a pyramidal plan does real work: no interval below MIN_INTERVAL_FRACTION of its
+    stage's mean interval (diffusers' grid would give 4-4-2's last stage [0.739, 0.0089, 0])."""
+    from core.plan import MIN_INTERVAL_FRACTION
+
+    for sched in ("4-4-2", "12-12-6", "10-10-5", "20-20-10", "2-2-1", "1-1-2", "6-6-9", "3-3-3"):
+        plan = StagePlan.parse(sched, shift=shift, boundaries=boundaries)
+        assert plan.grid == "uniform" and plan.stages[-1].sigmas[-1] == 0.0
+        for s in plan.stages:
+            mean = (s.sigma_start - s.sigma_end) / s.steps
+            gaps = [a - b for a, b in zip(s.sigmas, s.sigmas[1:])]
+            assert min(gaps) >= MIN_INTERVAL_FRACTION * mean, (sched, s.index, s.sigmas)
+    last = StagePlan.parse("4-4-2", shift=shift, boundaries=boundaries).stages[-1].sigmas
+    u = [unshift_sigma(x, shift) for x in last]
+    assert u[0] - u[1] == pytest.approx(u[1] - u[2], rel=1e-9)  # uniform in u down to exactly 0
+
+
+def test_the_grid_is_a_choice_the_baseline_keeps_and_the_original_cannot_leave():
+    from core import GenerationRequest
+
+    assert StagePlan.parse("0-0-7").grid == "diffusers"
+    assert StagePlan.parse("0-0-7").stages[0].sigmas[-2] == pytest.approx(0.0089, abs=1e-4)
+    uniform = StagePlan.parse("0-0-7", grid="uniform").stages[0].sigmas
+    assert uniform[0] == 1.0 and uniform[-1] == 0.0 and uniform[-2] > 0.1
+    assert StagePlan.parse("4-4-2", grid="diffusers").stages[-1].sigmas[-2] == pytest.approx(0.0089, abs=1e-4)
+    assert StagePlan.parse("4-4-2").describe()["grid"] == "uniform"
+    with pytest.raises(RequestError) as err:
+        StagePlan.parse("4-4-2", grid="cosine")
+    assert err.value.field == "grid"
+    with pytest.raises(RequestError) as err:
+        GenerationRequest("a red circle", mode="original", schedule="0-0-7", grid="uniform").validated()
+    assert err.value.field == "grid" and "pyramidal" in str(err.value)
+    assert GenerationRequest("a red circle", mode="pyramidal", schedule="0-0-7", grid="uniform").validated()
+
+
 def test_leading_zeros_skip_low_stages_and_shapes_follow_the_geometry():
     plan = StagePlan.parse("20-20-10")
     assert plan.latent_shapes(81, 448, 832) == [(6, 14, 26), (11, 28, 52), (21, 56, 104)]
