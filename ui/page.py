@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from ui import views
-from ui.auth import admin_password, guard
+from ui.auth import admin_password, client_key, guard
 
 log = logging.getLogger(__name__)
 
@@ -261,10 +261,15 @@ def open_run(run_id):
 
 
 def _client(request: gr.Request | None) -> str:
+    """The admin lockout's client key: the peer, or X-Forwarded-For behind a trusted proxy."""
     try:
-        return request.client.host if request is not None and request.client else "?"
+        peer = request.client.host if request is not None and request.client else None
+        headers = request.headers if request is not None else None
+        forwarded = headers.getlist("x-forwarded-for") if hasattr(headers, "getlist") else (
+            headers.get("x-forwarded-for") if headers is not None else None)
     except AttributeError:
-        return "?"
+        peer, forwarded = None, None
+    return client_key(peer, forwarded)
 
 
 # ---------------------------------------------------------------------------- layout

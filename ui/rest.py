@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from ui.auth import admin_password, guard
+from ui.auth import admin_password, client_key, guard
 
 MAX_ID = 2**31 - 1
 SIDE_LIMIT = 10**6  # far past any valid shape; keeps arithmetic on huge numbers out
@@ -150,32 +150,44 @@ _basic = HTTPBasic(auto_error=False, description="any user name, the admin passw
 _bearer = HTTPBearer(auto_error=False, description="the admin password as the token")
 
 
-def require_admin(
-    request: Request,
-    basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    password = None
+def _password(request: Request, basic: HTTPBasicCredentials | None,
+              bearer: HTTPAuthorizationCredentials | None) -> str | None:
+    """The admin password the request shows (Bearer, or Basic with any user name), or None."""
     if bearer is not None:
-        password = bearer.credentials
-    elif basic is not None:
-        password = basic.password
-    else:  # a malformed Authorization header counts as none
-        header = request.headers.get("authorization", "")
-        if header.lower().startswith("basic "):
-            try:
-                password = base64.b64decode(header[6:]).decode().partition(":")[2]
-            except Exception:  # noqa: BLE001
-                password = None
-    client = request.client.host if request.client else "?"
-    verdict = guard.check(password, client)
-    if verdict.ok:
-        return
+        return bearer.credentials
+    if basic is not None:
+        return basic.password
+    header = request.headers.get("authorization", "")  # a malformed header counts as none
+    if header.lower().startswith("basic "):
+        try:
+            return base64.b64decode(header[6:]).decode().partition(":")[2]
+        except Exception:  # noqa: BLE001
+            return None
+    return None
+
+
+def request_client(request: Request) -> str:
+    """The client key of the admin lockout (see :func:`ui.auth.client_key`)."""
+    return client_key(request.client.host if request.client else None,
+                      request.headers.getlist("x-forwarded-for"))
+
+
+def _refuse(verdict) -> None:
     if verdict.reason == "missing":
         raise ApiError(401, verdict.message, headers={"WWW-Authenticate": 'Basic realm="pwan admin", Bearer'})
     if verdict.reason == "locked":
         raise ApiError(429, verdict.message, headers={"Retry-After": str(verdict.retry_after)})
     raise ApiError(403, verdict.message)
+
+
+def require_admin(
+    request: Request,
+    basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    verdict = guard.check(_password(request, basic, bearer), request_client(request))
+    if not verdict.ok:
+        _refuse(verdict)
 
 
 def _finite(value):

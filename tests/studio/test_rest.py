@@ -183,7 +183,7 @@ def test_wrong_password_is_403_right_one_works(studio, tmp_path):
     assert http.delete(f"/api/admin/checkpoints/{ckpt['id']}", headers=ADMIN).status_code == 404
 
 
-def test_admin_guard_rate_limits_wrong_passwords(monkeypatch):
+def test_admin_guard_rate_limits_wrong_passwords(pwan_env, monkeypatch):
     from ui.auth import AdminGuard
 
     monkeypatch.setenv("PWAN_ADMIN_PASSWORD", "right")
@@ -198,6 +198,76 @@ def test_admin_guard_rate_limits_wrong_passwords(monkeypatch):
     assert guard.check(None, "ip").reason == "missing"
     monkeypatch.delenv("PWAN_ADMIN_PASSWORD")
     assert guard.check("right", "ip").reason == "off"
+
+
+def test_two_guards_on_one_database_share_the_lockout(pwan_env, monkeypatch):
+    """Two page processes (two guards) see one count per client and lock together."""
+    from db.models import AdminFailure
+    from db.session import read_session
+    from ui.auth import AdminGuard
+
+    monkeypatch.setenv("PWAN_ADMIN_PASSWORD", "right")
+    now = [1000.0]
+    first, second = (AdminGuard(max_failures=3, window=60, clock=lambda: now[0]) for _ in range(2))
+    assert first.check("wrong", "ip").reason == "wrong"
+    assert second.check("wrong", "ip").reason == "wrong"
+    assert first.check("wrong", "ip").reason == "wrong"
+    for guard in (first, second):
+        locked = guard.check("right", "ip")
+        assert locked.reason == "locked" and locked.retry_after == 60
+    assert second.check("right", "other-ip").ok
+    with read_session() as session:
+        assert session.get(AdminFailure, "ip").failures == [1000.0] * 3
+    now[0] = 1061.0
+    assert second.check("right", "ip").ok and first.check("right", "ip").ok
+
+
+def test_client_key_believes_x_forwarded_for_only_from_trusted_proxies(monkeypatch):
+    from ui.auth import client_key
+
+    monkeypatch.delenv("PWAN_TRUSTED_PROXIES", raising=False)
+    assert client_key("10.0.0.2", "203.0.113.7") == "10.0.0.2"  # unset: never trusted
+    monkeypatch.setenv("PWAN_TRUSTED_PROXIES", "10.0.0.0/24, 192.0.2.1")
+    assert client_key("10.0.0.2", "203.0.113.7") == "203.0.113.7"
+    assert client_key("10.9.9.9", "203.0.113.7") == "10.9.9.9"  # not a proxy of ours
+    assert client_key("10.0.0.2", "1.1.1.1, 203.0.113.7, 192.0.2.1") == "203.0.113.7"  # last untrusted hop
+    assert client_key("10.0.0.2", ["1.1.1.1", "203.0.113.7"]) == "203.0.113.7"  # several headers
+    assert client_key("10.0.0.2", None) == "10.0.0.2"
+    monkeypatch.setenv("PWAN_TRUSTED_PROXIES", "10.0.0.0/33")
+    with pytest.raises(ValueError, match="PWAN_TRUSTED_PROXIES"):
+        client_key("10.0.0.2", "203.0.113.7")
+
+
+def test_lockout_per_forwarded_client_behind_a_trusted_proxy(pwan_env, monkeypatch):
+    """The REST API in this process: clients behind a proxy are told apart only when
+    PWAN_TRUSTED_PROXIES names the proxy."""
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from ui.rest import build_router, install_error_handlers
+
+    monkeypatch.setenv("PWAN_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(build_router())
+    wrong, right = {"Authorization": "Bearer wrong"}, ADMIN
+    a, b = "203.0.113.7", "198.51.100.9"
+
+    def get(http, forwarded, headers):
+        return http.get("/api/admin/jobs", headers={**headers, "X-Forwarded-For": forwarded}).status_code
+
+    # not trusted: the header is ignored, so every client of the proxy shares its lockout
+    monkeypatch.delenv("PWAN_TRUSTED_PROXIES", raising=False)
+    with TestClient(app, client=("10.0.0.2", 4000)) as http:
+        assert [get(http, a, wrong) for _ in range(5)] == [403] * 5
+        assert get(http, a, right) == 429 and get(http, b, right) == 429
+
+    monkeypatch.setenv("PWAN_TRUSTED_PROXIES", "10.0.1.0/24")
+    with TestClient(app, client=("10.0.1.5", 4000)) as http:
+        assert [get(http, f"9.9.9.9, {a}", wrong) for _ in range(5)] == [403] * 5
+        assert get(http, a, right) == 429
+        assert get(http, b, right) == 200
+        assert get(http, f"{a}, {b}", right) == 200  # what the client itself wrote is not believed
 
 
 # ---------------------------------------------------------------------------- with a worker
