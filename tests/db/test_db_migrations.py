@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from db import admin as db_admin
 from db import checkpoints, jobs, migrate, runs
 from db.models import Base, Run
 from db.session import dispose_engines, get_engine, write_session
@@ -93,6 +94,7 @@ def test_a_released_database_is_stamped_upgraded_and_keeps_its_rows(blank_url):
     assert checkpoints.get_checkpoint(ckpt_id)["card"] == {"steps": 3}
     assert jobs.get_job(job_id)["losses"] == [{"step": 1, "loss": 0.5}]
     assert [r["id"] for r in runs.get_comparison(group_id)["runs"]] == [run_id]
+    assert runs.get_cancel_token_hash(run_id) == (True, None)  # an old run: the admin cancels it
 
     # the new columns and table work
     with write_session() as session:
@@ -100,6 +102,10 @@ def test_a_released_database_is_stamped_upgraded_and_keeps_its_rows(blank_url):
         stored.phase, stored.still_path, stored.guidance_source = "decoding", "/out/1.png", "request"
     row = runs.get_run(run_id)
     assert (row["phase"], row["still_path"], row["guidance_source"]) == ("decoding", "/out/1.png", "request")
+    spec = {k: row[k] for k in runs.RUN_INPUT_FIELDS}
+    (new,) = runs.add_runs([spec], cancel_token_hashes=["ab" * 32])
+    assert runs.get_cancel_token_hash(new["id"]) == (True, "ab" * 32)
+    assert db_admin.attempt("1.2.3.4", "wrong", now=10.0, window=60, max_failures=3).failures == 1
 
 
 def test_revision_1_is_the_released_schema(blank_url):

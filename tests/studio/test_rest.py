@@ -12,6 +12,11 @@ GOOD = {"prompt": "a red circle moves to the right", "seed": 3, **TINY_RUN}
 ADMIN = {"Authorization": f"Bearer {ADMIN_PASSWORD}"}
 
 
+def token_of(run: dict) -> dict:
+    """The header that cancels ``run`` (its submitter's secret)."""
+    return {"X-Cancel-Token": run["cancel_token"]}
+
+
 # ---------------------------------------------------------------------------- basics
 def test_health_and_openapi(bare_studio):
     health = bare_studio.http.get("/api/health").json()
@@ -40,19 +45,46 @@ def test_post_get_list_cancel_a_run(bare_studio):
     missing = http.get(f"/api/runs/{run['id']}/video")
     assert missing.status_code == 404 and "no video" in missing.json()["detail"]
     assert http.get(f"/api/runs/{run['id']}/preview").status_code == 404
-    cancelled = http.post(f"/api/runs/{run['id']}/cancel")
+    cancelled = http.post(f"/api/runs/{run['id']}/cancel", headers=token_of(run))
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    assert http.post(f"/api/runs/{run['id']}/cancel").json()["status"] == "cancelled"  # idempotent
+    assert http.post(f"/api/runs/{run['id']}/cancel", headers=token_of(run)).json()["status"] == "cancelled"  # idempotent
     again = http.post(f"/api/runs/{run['id']}/rerun")
     assert again.status_code == 201 and again.json()["seed"] == 3 and again.json()["id"] != run["id"]
-    http.post(f"/api/runs/{again.json()['id']}/cancel")
+    http.post(f"/api/runs/{again.json()['id']}/cancel", headers=token_of(again.json()))
+
+
+def test_cancel_needs_the_runs_token_or_the_admin_password(bare_studio):
+    http = bare_studio.http
+    run, other = (http.post("/api/runs", json=GOOD).json() for _ in range(2))
+    assert run["cancel_token"] and run["cancel_token"] != other["cancel_token"]
+    assert "cancel_token" not in http.get(f"/api/runs/{run['id']}").json()
+    assert all("cancel_token" not in r for r in http.get("/api/runs").json()["items"])
+
+    none = http.post(f"/api/runs/{run['id']}/cancel")
+    assert none.status_code == 401 and none.json()["field"] == "cancel_token"
+    assert "cancel token" in none.json()["detail"]
+    for headers in ({"X-Cancel-Token": "guess"}, token_of(other), {"Authorization": "Bearer wrong"}):
+        wrong = http.post(f"/api/runs/{run['id']}/cancel", headers=headers)
+        assert wrong.status_code == 403, (headers, wrong.text)
+    assert http.get(f"/api/runs/{run['id']}").json()["status"] == "queued"
+    assert http.post(f"/api/runs/{run['id']}/cancel", headers=token_of(run)).json()["status"] == "cancelled"
+    by_admin = http.post(f"/api/runs/{other['id']}/cancel", headers=ADMIN)
+    assert by_admin.status_code == 200 and by_admin.json()["status"] == "cancelled"
+
+    group = http.post("/api/comparisons", json=GOOD).json()
+    original, pyramid = group["runs"]
+    assert http.post(f"/api/runs/{original['id']}/cancel", headers=token_of(pyramid)).status_code == 403
+    for r in (original, pyramid):
+        assert http.post(f"/api/runs/{r['id']}/cancel", headers=token_of(r)).json()["status"] == "cancelled"
+    spec = http.get("/openapi.json").json()["paths"]["/api/runs/{run_id}/cancel"]["post"]
+    assert "x-cancel-token" in [p["name"].lower() for p in spec["parameters"]]
 
 
 def test_random_seed_is_stored(bare_studio):
     body = {k: v for k, v in GOOD.items() if k != "seed"}
     run = bare_studio.http.post("/api/runs", json=body).json()
     assert isinstance(run["seed"], int) and 0 <= run["seed"] < 2**32
-    bare_studio.http.post(f"/api/runs/{run['id']}/cancel")
+    bare_studio.http.post(f"/api/runs/{run['id']}/cancel", headers=token_of(run))
 
 
 def test_post_comparison_queues_original_and_pyramid(bare_studio):
@@ -66,7 +98,7 @@ def test_post_comparison_queues_original_and_pyramid(bare_studio):
     assert original["seed"] == pyramid["seed"] == 3 == group["seed"]
     assert bare_studio.http.get(f"/api/comparisons/{group['id']}").json()["id"] == group["id"]
     for run in group["runs"]:
-        bare_studio.http.post(f"/api/runs/{run['id']}/cancel")
+        bare_studio.http.post(f"/api/runs/{run['id']}/cancel", headers=token_of(run))
 
 
 # ---------------------------------------------------------------------------- bad inputs
