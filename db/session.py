@@ -56,7 +56,9 @@ def _tune_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-def _create(url: str) -> tuple[Engine, Engine]:
+def build_engines(url: str) -> tuple[Engine, Engine]:
+    """A new (read engine, write engine) pair for ``url``, tuned, not migrated (use
+    :func:`get_engine`; the Alembic command line uses this)."""
     sqlite_path = _sqlite_file(url)
     if sqlite_path is not None:
         sqlite_path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +70,11 @@ def _create(url: str) -> tuple[Engine, Engine]:
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
         writer = engine
+    return engine, writer
+
+
+def _create(url: str) -> tuple[Engine, Engine]:
+    engine, writer = build_engines(url)
     _create_schema(engine)
     return engine, writer
 
