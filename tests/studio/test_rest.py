@@ -302,6 +302,37 @@ def test_lockout_per_forwarded_client_behind_a_trusted_proxy(pwan_env, monkeypat
         assert get(http, f"{a}, {b}", right) == 200  # what the client itself wrote is not believed
 
 
+def test_the_server_ignores_x_forwarded_for_without_trusted_proxies(tmp_path, monkeypatch):
+    """The real server (uvicorn): a client cannot dodge its lockout by sending X-Forwarded-For."""
+    from tests.studio.conftest import Studio
+
+    monkeypatch.setenv("PWAN_ADMIN_MAX_FAILURES", "2")
+    monkeypatch.delenv("PWAN_TRUSTED_PROXIES", raising=False)
+    server = Studio(tmp_path / "data", worker=False)
+    try:
+        server.wait_up()
+        for forwarded in ("203.0.113.7", "203.0.113.8"):
+            r = server.http.get("/api/admin/jobs", headers={"Authorization": "Bearer wrong", "X-Forwarded-For": forwarded})
+            assert r.status_code == 403
+        r = server.http.get("/api/admin/jobs", headers={**ADMIN, "X-Forwarded-For": "198.51.100.9"})
+        assert r.status_code == 429, r.text
+    finally:
+        server.close()
+
+
+def test_a_malformed_trusted_proxies_setting_stops_the_start(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.studio.conftest import ROOT
+
+    env = {**os.environ, "PWAN_DATA_DIR": str(tmp_path), "PWAN_TRUSTED_PROXIES": "10.0.0.0/99"}
+    done = subprocess.run([sys.executable, str(ROOT / "app.py"), "--no-worker"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "PWAN_TRUSTED_PROXIES" in done.stderr and "10.0.0.0/99" in done.stderr
+
+
 # ---------------------------------------------------------------------------- with a worker
 def test_finished_runs_video_preview_compare_and_delete(studio, done_comparison):
     http = studio.http
