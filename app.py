@@ -56,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     ap.add_argument("--no-worker", action="store_true", help="do not start the embedded worker")
     args = ap.parse_args(argv)
+    from ui.auth import trusted_proxies
+
+    try:
+        trusted_proxies()  # a malformed PWAN_TRUSTED_PROXIES stops the start, not every admin request
+    except ValueError as exc:
+        ap.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import uvicorn
@@ -81,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         host = f"[{args.host}]" if ":" in args.host else args.host
         print(f"Pyramidal Wan studio: http://{host}:{args.port}/  (API docs: /docs; data: {config.data_dir()}"
               f"; worker: {'embedded' if worker else 'none'})", flush=True)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1 by default;
+        # the app decides whom to believe (PWAN_TRUSTED_PROXIES, see ui.auth.client_key)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", proxy_headers=False)
     finally:
         if worker is not None:
             worker.stop()

@@ -42,18 +42,27 @@ class Page:
 
 
 def add_runs(
-    specs: Sequence[Mapping[str, Any]], comparison: Mapping[str, Any] | None = None
+    specs: Sequence[Mapping[str, Any]], comparison: Mapping[str, Any] | None = None,
+    *, cancel_token_hashes: Sequence[str | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Insert queued runs in one transaction (optionally grouped into a new comparison)."""
+    """Insert queued runs in one transaction (optionally grouped into a new comparison).
+
+    ``cancel_token_hashes``: one per spec, the SHA-256 hex of the secret that lets the
+    submitter cancel that run (stored only as the hash, never returned by :func:`to_dict`).
+    """
     for spec in specs:
         unknown = set(spec) - set(RUN_INPUT_FIELDS)
         if unknown:
             raise TypeError(f"not run input fields: {sorted(unknown)}")
+    hashes = list(cancel_token_hashes) if cancel_token_hashes is not None else [None] * len(specs)
+    if len(hashes) != len(specs):
+        raise ValueError(f"{len(specs)} runs but {len(hashes)} cancel token hashes")
     with write_session() as session:
         group = Comparison(**comparison) if comparison is not None else None
         if group is not None:
             session.add(group)
-        rows = [Run(**spec, comparison=group, status=Status.QUEUED.value) for spec in specs]
+        rows = [Run(**spec, comparison=group, status=Status.QUEUED.value, cancel_token_hash=h)
+                for spec, h in zip(specs, hashes)]
         session.add_all(rows)
         session.flush()
         return [to_dict(row) for row in rows]
@@ -63,6 +72,14 @@ def get_run(run_id: int) -> dict[str, Any] | None:
     with read_session() as session:
         row = session.get(Run, run_id)
         return to_dict(row) if row is not None else None
+
+
+def get_cancel_token_hash(run_id: int) -> tuple[bool, str | None]:
+    """``(exists, hash)``: whether the run exists, and the hash of its cancel token (None for a
+    run made before tokens existed: only the admin may cancel it)."""
+    with read_session() as session:
+        found = session.execute(select(Run.cancel_token_hash).where(Run.id == run_id)).one_or_none()
+        return (False, None) if found is None else (True, found[0])
 
 
 def _escape_like(text: str) -> str:

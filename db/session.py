@@ -56,7 +56,9 @@ def _tune_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-def _create(url: str) -> tuple[Engine, Engine]:
+def build_engines(url: str) -> tuple[Engine, Engine]:
+    """A new (read engine, write engine) pair for ``url``, tuned, not migrated (use
+    :func:`get_engine`; the Alembic command line uses this)."""
     sqlite_path = _sqlite_file(url)
     if sqlite_path is not None:
         sqlite_path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,17 +70,24 @@ def _create(url: str) -> tuple[Engine, Engine]:
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
         writer = engine
+    return engine, writer
+
+
+def _create(url: str) -> tuple[Engine, Engine]:
+    engine, writer = build_engines(url)
     _create_schema(engine)
     return engine, writer
 
 
 def _create_schema(engine: Engine) -> None:
-    from db.models import Base
+    """Run pending migrations (see :mod:`db.migrate`): every process starts on the models' schema."""
+    from db import migrate
 
-    # Several processes may start at once; the loser of a CREATE TABLE race just retries.
+    # The migration lock serializes start-ups; a retry covers what a lock cannot (e.g. a
+    # connection dropped by a database that is itself just starting).
     for attempt in range(5):
         try:
-            Base.metadata.create_all(engine)
+            migrate.upgrade(engine)
             return
         except (OperationalError, ProgrammingError, IntegrityError):
             if attempt == 4:
@@ -98,12 +107,13 @@ def _engines_for(url: str | None) -> tuple[Engine, Engine]:
 
 
 def get_engine(url: str | None = None) -> Engine:
-    """The engine for ``url`` (default: ``PWAN_DATABASE_URL``), schema created on first use."""
+    """The engine for ``url`` (default: ``PWAN_DATABASE_URL``), migrated on first use."""
     return _engines_for(url)[0]
 
 
 def init_db(url: str | None = None) -> Engine:
-    """Create the tables if needed and return the engine. Safe to call from many processes."""
+    """Migrate the database to the current schema if needed and return the engine. Safe to
+    call from many processes."""
     return get_engine(url)
 
 

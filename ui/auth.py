@@ -2,20 +2,63 @@
 
 ``PWAN_ADMIN_PASSWORD`` unset means admin features are off. After ``max_failures`` wrong
 passwords within ``window`` seconds a client is refused (even with the right password) until
-the oldest of those failures is ``window`` seconds old.
+the oldest of those failures is ``window`` seconds old. The failures are kept in the database
+(:mod:`db.admin`), so several page processes behind a proxy share one count per client.
+
+A client is its socket peer address; behind a proxy named in ``PWAN_TRUSTED_PROXIES`` (IPs or
+CIDRs, comma-separated) it is the last address in ``X-Forwarded-For`` that is not a trusted
+proxy. Without ``PWAN_TRUSTED_PROXIES`` the header is never believed (anyone can send it).
 """
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
-import threading
 import time
-from collections import defaultdict, deque
 from dataclasses import dataclass
+
+from db import admin as db_admin
 
 
 def admin_password() -> str | None:
     return os.environ.get("PWAN_ADMIN_PASSWORD") or None
+
+
+def trusted_proxies() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``PWAN_TRUSTED_PROXIES`` as networks; a malformed entry is an error naming it."""
+    networks = []
+    for entry in os.environ.get("PWAN_TRUSTED_PROXIES", "").split(","):
+        if entry.strip():
+            try:
+                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            except ValueError:
+                raise ValueError(f"PWAN_TRUSTED_PROXIES: {entry.strip()!r} is not an IP address "
+                                 "or a network like 10.0.0.0/8") from None
+    return networks
+
+
+def _trusted(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def client_key(peer: str | None, forwarded_for: str | list[str] | None = None) -> str:
+    """Who is asking: the socket ``peer``, or, when the peer is a trusted proxy, the last
+    ``X-Forwarded-For`` hop that is not one (hops to its left are the client's own claims)."""
+    peer = (peer or "?").strip()
+    networks = trusted_proxies()
+    if not networks or not _trusted(peer, networks) or not forwarded_for:
+        return peer
+    if isinstance(forwarded_for, list):
+        forwarded_for = ",".join(forwarded_for)
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, networks):
+            return hop
+    return hops[0] if hops else peer  # every hop is a proxy of ours: the first one asked
 
 
 @dataclass(frozen=True)
@@ -36,36 +79,31 @@ class Verdict:
 
 
 class AdminGuard:
+    """Checks admin passwords; the failure counts live in the database, shared by every guard
+    (and process) on it. ``clock``: unix seconds (a wall clock, the same in every process)."""
+
     def __init__(self, max_failures: int | None = None, window: float | None = None,
-                 clock=time.monotonic):
+                 clock=time.time):
         self.max_failures = max_failures or int(os.environ.get("PWAN_ADMIN_MAX_FAILURES", "5"))
         self.window = window or float(os.environ.get("PWAN_ADMIN_LOCKOUT_SECONDS", "60"))
         self.clock = clock
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
-
-    def _recent(self, client: str, now: float) -> deque[float]:
-        failures = self._failures[client]
-        while failures and now - failures[0] >= self.window:
-            failures.popleft()
-        return failures
 
     def check(self, password: str | None, client: str = "?") -> Verdict:
         expected = admin_password()
         if expected is None:
             return Verdict(False, "off")
-        now = self.clock()
-        with self._lock:
-            failures = self._recent(client, now)
-            if len(failures) >= self.max_failures:
-                return Verdict(False, "locked", max(1, int(failures[0] + self.window - now + 0.999)))
-            if not password:
-                return Verdict(False, "missing")
-            if hmac.compare_digest(password.encode(), expected.encode()):
-                return Verdict(True, "ok")
-            failures.append(now)
-            return Verdict(False, "wrong")
+        if not password:
+            outcome = "missing"
+        elif hmac.compare_digest(password.encode(), expected.encode()):
+            outcome = "ok"
+        else:
+            outcome = "wrong"
+        result = db_admin.attempt(client, outcome, now=self.clock(), window=self.window,
+                                  max_failures=self.max_failures)
+        if result.outcome == "locked":
+            return Verdict(False, "locked", max(1, int(result.retry_after + 0.999)))
+        return Verdict(result.outcome == "ok", result.outcome)
 
 
-#: The one guard of this process (the page and the REST API share the failure counts).
+#: The guard of this process (the page and the REST API; the counts are in the database).
 guard = AdminGuard()

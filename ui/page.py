@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from ui import views
-from ui.auth import admin_password, guard
+from ui.auth import admin_password, client_key, guard
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ def friendly(fn):
         api = _api()
         try:
             return fn(*args, **kwargs)
-        except (api.ValidationError, api.NotFoundError, api.ConflictError, PageError, ValueError) as exc:
+        except (api.ValidationError, api.NotFoundError, api.ConflictError, api.AuthError, PageError,
+                ValueError) as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         except gr.Error:
             raise
@@ -126,7 +127,8 @@ def done_run_choices() -> list[tuple[str, int]]:
 # ---------------------------------------------------------------------------- generate
 def submit(prompt, negative_prompt, model, mode, schedule, guidance, seed, random_seed, size, compare):
     """Validate and queue a run (or, with ``compare``, the original and the pyramid on the
-    same prompt and seed). Returns ``{"run_ids": [...], "comparison_id": ...}``."""
+    same prompt and seed). Returns ``{"run_ids": [...], "comparison_id": ..., "seed": ...,
+    "cancel_tokens": {"<run id>": token}}`` (the tokens stay in the browser session's state)."""
     api = _api()
     model_name, checkpoint = split_model(model)
     frames, height, width = views.parse_size(size or views.DEFAULT_SIZE)
@@ -146,9 +148,20 @@ def submit(prompt, negative_prompt, model, mode, schedule, guidance, seed, rando
     if compare:
         group = api.submit_comparison(prompt, schedule=schedule or None, **common)
         return {"run_ids": [r["id"] for r in group["runs"]], "comparison_id": group["id"],
-                "seed": group["seed"]}
+                "seed": group["seed"],
+                "cancel_tokens": {str(r["id"]): r["cancel_token"] for r in group["runs"]}}
     row = api.submit_run(prompt, mode=mode or "pyramidal", schedule=schedule or None, **common)
-    return {"run_ids": [row["id"]], "comparison_id": None, "seed": row["seed"]}
+    return {"run_ids": [row["id"]], "comparison_id": None, "seed": row["seed"],
+            "cancel_tokens": {str(row["id"]): row["cancel_token"]}}
+
+
+def cancel_with_session(run_id: int, held: dict | None, is_admin: bool) -> dict:
+    """Cancel a run with the token this browser session holds for it, or as the admin."""
+    token = (held or {}).get(str(int(run_id)))
+    if token is None and not is_admin:
+        raise PageError(f"run #{int(run_id)} was not started from this browser tab: cancelling it "
+                        "needs the admin password (unlock the Admin tab)")
+    return _api().cancel_run(int(run_id), token, admin=bool(is_admin))
 
 
 def follow(watch: dict | None):
@@ -261,10 +274,15 @@ def open_run(run_id):
 
 
 def _client(request: gr.Request | None) -> str:
+    """The admin lockout's client key: the peer, or X-Forwarded-For behind a trusted proxy."""
     try:
-        return request.client.host if request is not None and request.client else "?"
+        peer = request.client.host if request is not None and request.client else None
+        headers = request.headers if request is not None else None
+        forwarded = headers.getlist("x-forwarded-for") if hasattr(headers, "getlist") else (
+            headers.get("x-forwarded-for") if headers is not None else None)
     except AttributeError:
-        return "?"
+        peer, forwarded = None, None
+    return client_key(peer, forwarded)
 
 
 # ---------------------------------------------------------------------------- layout
@@ -286,6 +304,8 @@ def build_page() -> gr.Blocks:
         gr.HTML(HEADER)
         banner = gr.Markdown(visible=False, elem_classes=["pw-banner"])
         admin_ok = gr.State(False)
+        # {"<run id>": cancel token} of the runs this browser session submitted (server-side state)
+        held_tokens = gr.State({})
         with gr.Tabs(selected="generate") as tabs:
             # ------------------------------------------------------------ Generate
             with gr.Tab("Generate", id="generate", elem_id="tab-generate"):
@@ -515,25 +535,28 @@ def build_page() -> gr.Blocks:
         model.input(friendly(on_model), [model, schedule], [schedule, guidance], api_name=False)
 
         # ---- generate
-        gen_inputs = [prompt, negative_prompt, model, mode, schedule, guidance, seed, random_seed, size, compare_box]
+        gen_inputs = [prompt, negative_prompt, model, mode, schedule, guidance, seed, random_seed, size, compare_box,
+                      held_tokens]
 
         def on_generate(prompt, negative_prompt, model, mode, schedule, guidance, seed, random_seed, size,
-                        compare):
+                        compare, held):
             try:
                 result = friendly(submit)(prompt, negative_prompt, model, mode, schedule, guidance, seed,
                                           random_seed, size, compare)
             except gr.Error as exc:
                 gr.Warning(exc.message)
                 return (f"⚠ {exc.message}", None, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
-                        gr.skip(), gr.skip(), gr.update(visible=False))
+                        gr.skip(), gr.skip(), gr.update(visible=False), gr.skip())
+            held = {**(held or {}), **result.pop("cancel_tokens")}
             what = (f"Queued the original (run #{result['run_ids'][0]}) and the pyramid "
                     f"(run #{result['run_ids'][1]}), seed {result['seed']}."
                     if result["comparison_id"] else f"Queued run #{result['run_ids'][0]}, seed {result['seed']}.")
             watch_state = dict(result, last={})
             return (what, result, watch_state, gr.Timer(active=True), "", "", "", "",
-                    gr.update(value=result["seed"]), gr.update(visible=False))
+                    gr.update(value=result["seed"]), gr.update(visible=False), held)
 
-        gen_outputs = [message, submitted, watch, timer, progress, preview, videos, card, seed, open_compare]
+        gen_outputs = [message, submitted, watch, timer, progress, preview, videos, card, seed, open_compare,
+                       held_tokens]
         tick_outputs = [progress, preview, videos, card, watch, timer, open_compare, gen_cancel]
         go.click(on_generate, gen_inputs, gen_outputs, api_name="generate",
                  api_description="Queue a run (compare=True: the original and the pyramid, same seed)."
@@ -548,12 +571,12 @@ def build_page() -> gr.Blocks:
         timer.tick(_first_poll, [watch], tick_outputs, api_name=False, show_progress="hidden")
 
         @friendly
-        def cancel_current(watch_state):
+        def cancel_current(watch_state, held, is_admin):
             ids = (watch_state or {}).get("run_ids") or []
-            states = [_api().cancel_run(run_id)["status"] for run_id in ids]
+            states = [cancel_with_session(run_id, held, is_admin)["status"] for run_id in ids]
             return f"Cancelling run{'s' if len(ids) > 1 else ''} {', '.join(f'#{i}' for i in ids)} ({', '.join(states)})."
 
-        gen_cancel.click(cancel_current, [watch], [message], api_name=False)
+        gen_cancel.click(cancel_current, [watch, held_tokens, admin_ok], [message], api_name=False)
 
         def to_compare(watch_state):
             ids = (watch_state or {}).get("run_ids") or []
@@ -590,31 +613,34 @@ def build_page() -> gr.Blocks:
         h_table.select(on_select, None, [h_id], api_name=False)
         h_open.click(friendly(open_run), [h_id], [h_videos, h_card], api_name=False)
 
-        def soft(fn):
-            """History actions: a refused action is a message, the table stays as it is."""
+        def soft(fn, outputs=2):
+            """History actions: a refused action is a message, the table (and the rest) stays as it is."""
             checked = friendly(fn)
 
             def wrapper(*args):
                 try:
                     return checked(*args)
                 except gr.Error as exc:
-                    return f"⚠ {exc.message}", gr.skip()
+                    return (f"⚠ {exc.message}",) + (gr.skip(),) * (outputs - 1)
 
             wrapper.__name__ = fn.__name__
             return wrapper
 
-        @soft
-        def do_rerun(run_id, *filters):
+        def do_rerun(run_id, held, *filters):
             if not run_id:
                 raise PageError("select a run in the table first")
             row = _api().rerun(int(run_id))
-            return f"Queued run #{row['id']} with the settings (and seed) of run #{int(run_id)}.", history_rows(*filters)
+            held = {**(held or {}), str(row["id"]): row["cancel_token"]}
+            return (f"Queued run #{row['id']} with the settings (and seed) of run #{int(run_id)}.",
+                    history_rows(*filters), held)
+
+        do_rerun = soft(do_rerun, outputs=3)
 
         @soft
-        def do_cancel(run_id, *filters):
+        def do_cancel(run_id, held, is_admin, *filters):
             if not run_id:
                 raise PageError("select a run in the table first")
-            row = _api().cancel_run(int(run_id))
+            row = cancel_with_session(int(run_id), held, is_admin)
             what = ("cancelled" if row["status"] == "cancelled" else
                     "will stop at its next step" if row["status"] == "running" else f"was already {row['status']}")
             return f"Run #{row['id']} {what}.", history_rows(*filters)
@@ -628,8 +654,8 @@ def build_page() -> gr.Blocks:
             row = _api().delete_run(int(run_id))
             return f"Deleted run #{row['id']}.", history_rows(*filters)
 
-        h_rerun.click(do_rerun, [h_id] + h_filters, [h_message, h_table], api_name=False)
-        h_cancel.click(do_cancel, [h_id] + h_filters, [h_message, h_table], api_name=False)
+        h_rerun.click(do_rerun, [h_id, held_tokens] + h_filters, [h_message, h_table, held_tokens], api_name=False)
+        h_cancel.click(do_cancel, [h_id, held_tokens, admin_ok] + h_filters, [h_message, h_table], api_name=False)
         h_delete.click(do_delete, [h_id, admin_ok] + h_filters, [h_message, h_table], api_name=False)
 
         def as_side(run_id):

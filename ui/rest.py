@@ -4,7 +4,11 @@
 Runs are posted with the CLI's names (prompt, negative_prompt, model, mode, schedule, guidance,
 seed, frames, height, width). Every error is JSON ``{"detail": "...", "field": ...}``: 422 for
 input a person must change, 404 for an unknown id, 409 for an action the state does not allow,
-401/403/429 for the admin password.
+401/403/429 for the admin password or a run's cancel token.
+
+Every answer that creates a run carries its ``cancel_token`` (for a comparison: one per run,
+in ``runs``). ``POST /api/runs/{id}/cancel`` needs that token in the ``X-Cancel-Token`` header,
+or the admin password (HTTP Basic or Bearer): none is 401, a wrong one 403.
 """
 from __future__ import annotations
 
@@ -13,14 +17,14 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from ui.auth import admin_password, guard
+from ui.auth import admin_password, client_key, guard
 
 MAX_ID = 2**31 - 1
 SIDE_LIMIT = 10**6  # far past any valid shape; keeps arithmetic on huge numbers out
@@ -112,6 +116,10 @@ def _call(fn, *args, **kwargs):
         raise ApiError(404, str(exc)) from None
     except api.ConflictError as exc:
         raise ApiError(409, str(exc)) from None
+    except api.UnauthorizedError as exc:
+        raise ApiError(401, str(exc), exc.field, headers={"WWW-Authenticate": 'Basic realm="pwan admin", Bearer'}) from None
+    except api.ForbiddenError as exc:
+        raise ApiError(403, str(exc), exc.field) from None
 
 
 def _pydantic_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -150,32 +158,44 @@ _basic = HTTPBasic(auto_error=False, description="any user name, the admin passw
 _bearer = HTTPBearer(auto_error=False, description="the admin password as the token")
 
 
-def require_admin(
-    request: Request,
-    basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    password = None
+def _password(request: Request, basic: HTTPBasicCredentials | None,
+              bearer: HTTPAuthorizationCredentials | None) -> str | None:
+    """The admin password the request shows (Bearer, or Basic with any user name), or None."""
     if bearer is not None:
-        password = bearer.credentials
-    elif basic is not None:
-        password = basic.password
-    else:  # a malformed Authorization header counts as none
-        header = request.headers.get("authorization", "")
-        if header.lower().startswith("basic "):
-            try:
-                password = base64.b64decode(header[6:]).decode().partition(":")[2]
-            except Exception:  # noqa: BLE001
-                password = None
-    client = request.client.host if request.client else "?"
-    verdict = guard.check(password, client)
-    if verdict.ok:
-        return
+        return bearer.credentials
+    if basic is not None:
+        return basic.password
+    header = request.headers.get("authorization", "")  # a malformed header counts as none
+    if header.lower().startswith("basic "):
+        try:
+            return base64.b64decode(header[6:]).decode().partition(":")[2]
+        except Exception:  # noqa: BLE001
+            return None
+    return None
+
+
+def request_client(request: Request) -> str:
+    """The client key of the admin lockout (see :func:`ui.auth.client_key`)."""
+    return client_key(request.client.host if request.client else None,
+                      request.headers.getlist("x-forwarded-for"))
+
+
+def _refuse(verdict) -> None:
     if verdict.reason == "missing":
         raise ApiError(401, verdict.message, headers={"WWW-Authenticate": 'Basic realm="pwan admin", Bearer'})
     if verdict.reason == "locked":
         raise ApiError(429, verdict.message, headers={"Retry-After": str(verdict.retry_after)})
     raise ApiError(403, verdict.message)
+
+
+def require_admin(
+    request: Request,
+    basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    verdict = guard.check(_password(request, basic, bearer), request_client(request))
+    if not verdict.ok:
+        _refuse(verdict)
 
 
 def _finite(value):
@@ -227,7 +247,7 @@ def build_router(worker=None) -> APIRouter:
             "admin": admin_password() is not None,
         }
 
-    @r.post("/runs", status_code=201, tags=["runs"], summary="Queue a run; answers the run (with its id)")
+    @r.post("/runs", status_code=201, tags=["runs"], summary="Queue a run; answers the run (with its id and its secret cancel_token)")
     def post_run(body: RunIn) -> dict:
         data = body.model_dump()
         return _call(api.submit_run, data.pop("prompt"), **data)
@@ -258,16 +278,35 @@ def build_router(worker=None) -> APIRouter:
     def get_preview(run_id: Id):
         return _video(_call(api.get_run, run_id), "preview_path", "preview yet")
 
-    @r.post("/runs/{run_id}/cancel", tags=["runs"], summary="Cancel a queued or running run")
-    def cancel(run_id: Id) -> dict:
-        return _call(api.cancel_run, run_id)
+    @r.post("/runs/{run_id}/cancel", tags=["runs"], summary="Cancel a queued or running run",
+            description="Needs the run's cancel token (the `cancel_token` its submit answered) in "
+                        "the `X-Cancel-Token` header, or the admin password (HTTP Basic or Bearer). "
+                        "Neither: 401; a wrong one: 403. Runs made before cancel tokens existed "
+                        "can be cancelled by the admin only.",
+            responses={401: {"description": "no cancel token and no admin password"},
+                       403: {"description": "a wrong cancel token or admin password"}})
+    def cancel(
+        run_id: Id,
+        request: Request,
+        basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        x_cancel_token: Annotated[str | None, Header(description="the run's cancel token")] = None,
+    ) -> dict:
+        admin = False
+        password = _password(request, basic, bearer)
+        if password is not None:  # admin credentials, when given, must be right (or a token given)
+            verdict = guard.check(password, request_client(request))
+            admin = verdict.ok
+            if not admin and not x_cancel_token:
+                _refuse(verdict)
+        return _call(api.cancel_run, run_id, x_cancel_token, admin=admin)
 
-    @r.post("/runs/{run_id}/rerun", status_code=201, tags=["runs"], summary="Queue a new run with the same settings")
+    @r.post("/runs/{run_id}/rerun", status_code=201, tags=["runs"], summary="Queue a new run with the same settings (answered with its own cancel_token)")
     def rerun(run_id: Id) -> dict:
         return _call(api.rerun, run_id)
 
     @r.post("/comparisons", status_code=201, tags=["comparisons"],
-            summary="Queue the original and the pyramidal model on the same prompt and seed")
+            summary="Queue the original and the pyramidal model on the same prompt and seed; each run in runs has its own cancel_token")
     def post_comparison(body: ComparisonIn) -> dict:
         data = body.model_dump()
         return _call(api.submit_comparison, data.pop("prompt"), **data)

@@ -4,12 +4,18 @@ Every function validates its input before anything is written or enqueued and ra
 
 * :class:`ValidationError` (``.field`` names the input, the message says what to do),
 * :class:`NotFoundError` for an id that does not exist,
-* :class:`ConflictError` for an action the current state does not allow.
+* :class:`ConflictError` for an action the current state does not allow,
+* :class:`UnauthorizedError` / :class:`ForbiddenError` for a cancel without / with a wrong token.
+
+Every submit answers each new run with its ``cancel_token``: a secret, stored only as its
+SHA-256, that lets whoever submitted the run cancel it (the admin may cancel any run).
 
 Results are plain dicts (see :func:`db.models.to_dict`), ready for JSON.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -50,6 +56,33 @@ class NotFoundError(LookupError):
 
 class ConflictError(RuntimeError):
     """The action does not fit the current state (e.g. deleting a running run)."""
+
+
+class AuthError(PermissionError):
+    """Cancelling needs the run's cancel token or the admin password; ``field`` names the token."""
+
+    field = "cancel_token"
+
+
+class UnauthorizedError(AuthError):
+    """No cancel token (and not the admin): HTTP 401."""
+
+
+class ForbiddenError(AuthError):
+    """A cancel token that is not the run's: HTTP 403."""
+
+
+MAX_TOKEN_CHARS = 200
+
+
+def new_cancel_token() -> tuple[str, str]:
+    """A fresh secret cancel token and the SHA-256 hex that is stored in its place."""
+    token = secrets.token_urlsafe(24)
+    return token, token_hash(token)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------- validation
@@ -247,9 +280,10 @@ def submit_run(
         mode=mode, schedule=schedule, guidance=guidance,
         seed=_random_seed() if seed is None else seed, frames=frames, height=height, width=width,
     )
-    (row,) = db_runs.add_runs([spec])
+    token, digest = new_cancel_token()
+    (row,) = db_runs.add_runs([spec], cancel_token_hashes=[digest])
     _send([row["id"]])
-    return row
+    return {**row, "cancel_token": token}
 
 
 def submit_comparison(
@@ -271,7 +305,8 @@ def submit_comparison(
     ``original_schedule`` defaults to one stage with the pyramid's total steps (20-20-10 ->
     0-0-50); a guidance list applies to the pyramid, its last value to the original. Without a
     guidance each model gets its own recommended one.
-    Returns the comparison with its ``runs`` (original first).
+    Returns the comparison with its ``runs`` (original first), each run with its own
+    ``cancel_token``.
     """
     seed = _random_seed() if seed is None else seed
     schedule = schedule or DEFAULT_PYRAMID_SCHEDULE
@@ -287,11 +322,16 @@ def submit_comparison(
         guidance=None if guidance is None else pyramid["guidance"][-1],
         **dict(common, model=pyramid["model"], checkpoint=None),
     )
+    tokens = [new_cancel_token() for _ in range(2)]
     rows = db_runs.add_runs(
-        [original, pyramid], comparison={"prompt": pyramid["prompt"], "seed": seed}
+        [original, pyramid], comparison={"prompt": pyramid["prompt"], "seed": seed},
+        cancel_token_hashes=[digest for _, digest in tokens],
     )
     _send([r["id"] for r in rows])
-    return get_comparison(rows[0]["comparison_id"])
+    group = get_comparison(rows[0]["comparison_id"])
+    by_id = {row["id"]: token for row, (token, _) in zip(rows, tokens)}
+    group["runs"] = [{**r, "cancel_token": by_id[r["id"]]} for r in group["runs"]]
+    return group
 
 
 def get_run(run_id: int) -> dict[str, Any]:
@@ -342,9 +382,38 @@ def list_runs(
     return {"items": page.items, "total": page.total, "limit": page.limit, "offset": page.offset}
 
 
-def cancel_run(run_id: int) -> dict[str, Any]:
-    """Cancel: a queued run ends ``cancelled`` at once; a running one stops at its next step
-    (``cancel_requested`` is set; the worker writes ``cancelled``). Finished runs are unchanged."""
+def check_cancel_token(run_id: int, token: Any = None, *, admin: bool = False) -> None:
+    """Refuse a cancel of ``run_id`` that shows neither its cancel token nor admin rights.
+
+    ``admin``: the caller has checked the admin password. Raises :class:`NotFoundError`
+    (no such run), :class:`UnauthorizedError` (no token), :class:`ForbiddenError` (a wrong
+    token, or a run made before tokens existed, which only the admin may cancel).
+    """
+    run_id = _check_id(run_id, "run")
+    exists, digest = db_runs.get_cancel_token_hash(run_id)
+    if not exists:
+        raise NotFoundError(f"There is no run {run_id}.")
+    if admin:
+        return
+    if token is None or token == "":
+        raise UnauthorizedError(
+            f"Cancelling run {run_id} needs its cancel token (given when it was submitted) "
+            "or the admin password.")
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
+        raise ForbiddenError(f"That is not the cancel token of run {run_id}.")
+    if digest is None:
+        raise ForbiddenError(f"Run {run_id} has no cancel token (it was made before tokens "
+                             "existed): only the admin can cancel it.")
+    if not hmac.compare_digest(token_hash(token), digest):
+        raise ForbiddenError(f"That is not the cancel token of run {run_id}.")
+
+
+def cancel_run(run_id: int, token: str | None = None, *, admin: bool = False) -> dict[str, Any]:
+    """Cancel, with the run's cancel ``token`` or ``admin=True`` (the caller checked the admin
+    password; see :func:`check_cancel_token`): a queued run ends ``cancelled`` at once; a
+    running one stops at its next step (``cancel_requested`` is set; the worker writes
+    ``cancelled``). Finished runs are unchanged."""
+    check_cancel_token(run_id, token, admin=admin)
     row = queue.request_cancel(Run, _check_id(run_id, "run"))
     if row is None:
         raise NotFoundError(f"There is no run {run_id}.")
@@ -367,7 +436,8 @@ def delete_run(run_id: int, *, delete_files: bool = True) -> dict[str, Any]:
 
 
 def rerun(run_id: int) -> dict[str, Any]:
-    """A new queued run with the same settings (same seed) as ``run_id``."""
+    """A new queued run with the same settings (same seed) as ``run_id``, with its own
+    ``cancel_token``."""
     row = get_run(run_id)
     if row["checkpoint_name"] and row["checkpoint_id"] is None:
         raise ValidationError(
@@ -592,8 +662,8 @@ def cancel_job(job_id: int) -> dict[str, Any]:
 
 
 __all__ = [
-    "ConflictError", "NotFoundError", "ValidationError", "FINAL_STATUSES", "baseline_schedule",
-    "cancel_job", "cancel_run", "delete_checkpoint", "delete_run", "get_checkpoint",
+    "AuthError", "ConflictError", "ForbiddenError", "NotFoundError", "UnauthorizedError", "ValidationError", "FINAL_STATUSES", "baseline_schedule",
+    "cancel_job", "cancel_run", "check_cancel_token", "delete_checkpoint", "delete_run", "get_checkpoint",
     "get_comparison", "get_job", "get_run", "list_checkpoints", "list_jobs", "list_runs",
     "queue_counts", "register_checkpoint", "register_shipped_checkpoints", "rename_checkpoint", "rerun", "submit_comparison",
     "submit_job", "submit_run",

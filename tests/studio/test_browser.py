@@ -225,3 +225,38 @@ def test_a_running_run_can_be_cancelled_from_the_page(page, studio):
     page.click("#gen-cancel")
     page.wait_for_selector("#gen-progress [data-status=cancelled]", timeout=60_000)
     assert not page.locator("#gen-cancel").is_visible()
+
+
+def test_history_cancels_only_this_sessions_runs_unless_admin(page, bare_studio):
+    """Cancel tokens in the page: a run queued by someone else needs the admin password; the
+    page's own run (its token kept in the browser session) is cancelled without one."""
+    studio = bare_studio  # no worker: runs stay queued
+    theirs = studio.http.post("/api/runs", json={"prompt": "someone else's run", "seed": 1, "model": "tiny",
+                                                 "schedule": "2-2-1", "frames": 17, "height": 128, "width": 128}).json()
+    open_page(page, studio)
+    page.fill("#prompt textarea", "my own queued run")
+    page.click("#generate-btn")
+    page.wait_for_selector("#gen-message :text('Queued run')")
+    mine = int(re.search(r"run #(\d+)", page.inner_text("#gen-message")).group(1))
+    settle(page)
+
+    page.get_by_role("tab", name="History").click()
+    page.fill("#h-id input", str(theirs["id"]))
+    page.click("#h-cancel")
+    page.wait_for_selector("#h-message :text('admin password')")
+    assert studio.http.get(f"/api/runs/{theirs['id']}").json()["status"] == "queued"
+    settle(page)
+    page.fill("#h-id input", str(mine))
+    page.click("#h-cancel")
+    page.wait_for_selector(f"#h-message :text('Run #{mine} cancelled')")
+    assert studio.http.get(f"/api/runs/{mine}").json()["status"] == "cancelled"
+
+    page.get_by_role("tab", name="Admin").click()
+    page.fill("#admin-password input", ADMIN_PASSWORD)
+    page.click("#admin-unlock")
+    page.wait_for_selector("#admin-message :text('Admin unlocked')")
+    page.get_by_role("tab", name="History").click()
+    page.fill("#h-id input", str(theirs["id"]))
+    page.click("#h-cancel")
+    page.wait_for_selector(f"#h-message :text('Run #{theirs['id']} cancelled')")
+    assert studio.http.get(f"/api/runs/{theirs['id']}").json()["status"] == "cancelled"

@@ -12,6 +12,11 @@ GOOD = {"prompt": "a red circle moves to the right", "seed": 3, **TINY_RUN}
 ADMIN = {"Authorization": f"Bearer {ADMIN_PASSWORD}"}
 
 
+def token_of(run: dict) -> dict:
+    """The header that cancels ``run`` (its submitter's secret)."""
+    return {"X-Cancel-Token": run["cancel_token"]}
+
+
 # ---------------------------------------------------------------------------- basics
 def test_health_and_openapi(bare_studio):
     health = bare_studio.http.get("/api/health").json()
@@ -40,19 +45,46 @@ def test_post_get_list_cancel_a_run(bare_studio):
     missing = http.get(f"/api/runs/{run['id']}/video")
     assert missing.status_code == 404 and "no video" in missing.json()["detail"]
     assert http.get(f"/api/runs/{run['id']}/preview").status_code == 404
-    cancelled = http.post(f"/api/runs/{run['id']}/cancel")
+    cancelled = http.post(f"/api/runs/{run['id']}/cancel", headers=token_of(run))
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    assert http.post(f"/api/runs/{run['id']}/cancel").json()["status"] == "cancelled"  # idempotent
+    assert http.post(f"/api/runs/{run['id']}/cancel", headers=token_of(run)).json()["status"] == "cancelled"  # idempotent
     again = http.post(f"/api/runs/{run['id']}/rerun")
     assert again.status_code == 201 and again.json()["seed"] == 3 and again.json()["id"] != run["id"]
-    http.post(f"/api/runs/{again.json()['id']}/cancel")
+    http.post(f"/api/runs/{again.json()['id']}/cancel", headers=token_of(again.json()))
+
+
+def test_cancel_needs_the_runs_token_or_the_admin_password(bare_studio):
+    http = bare_studio.http
+    run, other = (http.post("/api/runs", json=GOOD).json() for _ in range(2))
+    assert run["cancel_token"] and run["cancel_token"] != other["cancel_token"]
+    assert "cancel_token" not in http.get(f"/api/runs/{run['id']}").json()
+    assert all("cancel_token" not in r for r in http.get("/api/runs").json()["items"])
+
+    none = http.post(f"/api/runs/{run['id']}/cancel")
+    assert none.status_code == 401 and none.json()["field"] == "cancel_token"
+    assert "cancel token" in none.json()["detail"]
+    for headers in ({"X-Cancel-Token": "guess"}, token_of(other), {"Authorization": "Bearer wrong"}):
+        wrong = http.post(f"/api/runs/{run['id']}/cancel", headers=headers)
+        assert wrong.status_code == 403, (headers, wrong.text)
+    assert http.get(f"/api/runs/{run['id']}").json()["status"] == "queued"
+    assert http.post(f"/api/runs/{run['id']}/cancel", headers=token_of(run)).json()["status"] == "cancelled"
+    by_admin = http.post(f"/api/runs/{other['id']}/cancel", headers=ADMIN)
+    assert by_admin.status_code == 200 and by_admin.json()["status"] == "cancelled"
+
+    group = http.post("/api/comparisons", json=GOOD).json()
+    original, pyramid = group["runs"]
+    assert http.post(f"/api/runs/{original['id']}/cancel", headers=token_of(pyramid)).status_code == 403
+    for r in (original, pyramid):
+        assert http.post(f"/api/runs/{r['id']}/cancel", headers=token_of(r)).json()["status"] == "cancelled"
+    spec = http.get("/openapi.json").json()["paths"]["/api/runs/{run_id}/cancel"]["post"]
+    assert "x-cancel-token" in [p["name"].lower() for p in spec["parameters"]]
 
 
 def test_random_seed_is_stored(bare_studio):
     body = {k: v for k, v in GOOD.items() if k != "seed"}
     run = bare_studio.http.post("/api/runs", json=body).json()
     assert isinstance(run["seed"], int) and 0 <= run["seed"] < 2**32
-    bare_studio.http.post(f"/api/runs/{run['id']}/cancel")
+    bare_studio.http.post(f"/api/runs/{run['id']}/cancel", headers=token_of(run))
 
 
 def test_post_comparison_queues_original_and_pyramid(bare_studio):
@@ -66,7 +98,7 @@ def test_post_comparison_queues_original_and_pyramid(bare_studio):
     assert original["seed"] == pyramid["seed"] == 3 == group["seed"]
     assert bare_studio.http.get(f"/api/comparisons/{group['id']}").json()["id"] == group["id"]
     for run in group["runs"]:
-        bare_studio.http.post(f"/api/runs/{run['id']}/cancel")
+        bare_studio.http.post(f"/api/runs/{run['id']}/cancel", headers=token_of(run))
 
 
 # ---------------------------------------------------------------------------- bad inputs
@@ -183,7 +215,7 @@ def test_wrong_password_is_403_right_one_works(studio, tmp_path):
     assert http.delete(f"/api/admin/checkpoints/{ckpt['id']}", headers=ADMIN).status_code == 404
 
 
-def test_admin_guard_rate_limits_wrong_passwords(monkeypatch):
+def test_admin_guard_rate_limits_wrong_passwords(pwan_env, monkeypatch):
     from ui.auth import AdminGuard
 
     monkeypatch.setenv("PWAN_ADMIN_PASSWORD", "right")
@@ -198,6 +230,107 @@ def test_admin_guard_rate_limits_wrong_passwords(monkeypatch):
     assert guard.check(None, "ip").reason == "missing"
     monkeypatch.delenv("PWAN_ADMIN_PASSWORD")
     assert guard.check("right", "ip").reason == "off"
+
+
+def test_two_guards_on_one_database_share_the_lockout(pwan_env, monkeypatch):
+    """Two page processes (two guards) see one count per client and lock together."""
+    from db.models import AdminFailure
+    from db.session import read_session
+    from ui.auth import AdminGuard
+
+    monkeypatch.setenv("PWAN_ADMIN_PASSWORD", "right")
+    now = [1000.0]
+    first, second = (AdminGuard(max_failures=3, window=60, clock=lambda: now[0]) for _ in range(2))
+    assert first.check("wrong", "ip").reason == "wrong"
+    assert second.check("wrong", "ip").reason == "wrong"
+    assert first.check("wrong", "ip").reason == "wrong"
+    for guard in (first, second):
+        locked = guard.check("right", "ip")
+        assert locked.reason == "locked" and locked.retry_after == 60
+    assert second.check("right", "other-ip").ok
+    with read_session() as session:
+        assert session.get(AdminFailure, "ip").failures == [1000.0] * 3
+    now[0] = 1061.0
+    assert second.check("right", "ip").ok and first.check("right", "ip").ok
+
+
+def test_client_key_believes_x_forwarded_for_only_from_trusted_proxies(monkeypatch):
+    from ui.auth import client_key
+
+    monkeypatch.delenv("PWAN_TRUSTED_PROXIES", raising=False)
+    assert client_key("10.0.0.2", "203.0.113.7") == "10.0.0.2"  # unset: never trusted
+    monkeypatch.setenv("PWAN_TRUSTED_PROXIES", "10.0.0.0/24, 192.0.2.1")
+    assert client_key("10.0.0.2", "203.0.113.7") == "203.0.113.7"
+    assert client_key("10.9.9.9", "203.0.113.7") == "10.9.9.9"  # not a proxy of ours
+    assert client_key("10.0.0.2", "1.1.1.1, 203.0.113.7, 192.0.2.1") == "203.0.113.7"  # last untrusted hop
+    assert client_key("10.0.0.2", ["1.1.1.1", "203.0.113.7"]) == "203.0.113.7"  # several headers
+    assert client_key("10.0.0.2", None) == "10.0.0.2"
+    monkeypatch.setenv("PWAN_TRUSTED_PROXIES", "10.0.0.0/33")
+    with pytest.raises(ValueError, match="PWAN_TRUSTED_PROXIES"):
+        client_key("10.0.0.2", "203.0.113.7")
+
+
+def test_lockout_per_forwarded_client_behind_a_trusted_proxy(pwan_env, monkeypatch):
+    """The REST API in this process: clients behind a proxy are told apart only when
+    PWAN_TRUSTED_PROXIES names the proxy."""
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from ui.rest import build_router, install_error_handlers
+
+    monkeypatch.setenv("PWAN_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(build_router())
+    wrong, right = {"Authorization": "Bearer wrong"}, ADMIN
+    a, b = "203.0.113.7", "198.51.100.9"
+
+    def get(http, forwarded, headers):
+        return http.get("/api/admin/jobs", headers={**headers, "X-Forwarded-For": forwarded}).status_code
+
+    # not trusted: the header is ignored, so every client of the proxy shares its lockout
+    monkeypatch.delenv("PWAN_TRUSTED_PROXIES", raising=False)
+    with TestClient(app, client=("10.0.0.2", 4000)) as http:
+        assert [get(http, a, wrong) for _ in range(5)] == [403] * 5
+        assert get(http, a, right) == 429 and get(http, b, right) == 429
+
+    monkeypatch.setenv("PWAN_TRUSTED_PROXIES", "10.0.1.0/24")
+    with TestClient(app, client=("10.0.1.5", 4000)) as http:
+        assert [get(http, f"9.9.9.9, {a}", wrong) for _ in range(5)] == [403] * 5
+        assert get(http, a, right) == 429
+        assert get(http, b, right) == 200
+        assert get(http, f"{a}, {b}", right) == 200  # what the client itself wrote is not believed
+
+
+def test_the_server_ignores_x_forwarded_for_without_trusted_proxies(tmp_path, monkeypatch):
+    """The real server (uvicorn): a client cannot dodge its lockout by sending X-Forwarded-For."""
+    from tests.studio.conftest import Studio
+
+    monkeypatch.setenv("PWAN_ADMIN_MAX_FAILURES", "2")
+    monkeypatch.delenv("PWAN_TRUSTED_PROXIES", raising=False)
+    server = Studio(tmp_path / "data", worker=False)
+    try:
+        server.wait_up()
+        for forwarded in ("203.0.113.7", "203.0.113.8"):
+            r = server.http.get("/api/admin/jobs", headers={"Authorization": "Bearer wrong", "X-Forwarded-For": forwarded})
+            assert r.status_code == 403
+        r = server.http.get("/api/admin/jobs", headers={**ADMIN, "X-Forwarded-For": "198.51.100.9"})
+        assert r.status_code == 429, r.text
+    finally:
+        server.close()
+
+
+def test_a_malformed_trusted_proxies_setting_stops_the_start(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.studio.conftest import ROOT
+
+    env = {**os.environ, "PWAN_DATA_DIR": str(tmp_path), "PWAN_TRUSTED_PROXIES": "10.0.0.0/99"}
+    done = subprocess.run([sys.executable, str(ROOT / "app.py"), "--no-worker"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "PWAN_TRUSTED_PROXIES" in done.stderr and "10.0.0.0/99" in done.stderr
 
 
 # ---------------------------------------------------------------------------- with a worker

@@ -118,11 +118,11 @@ def test_get_list_cancel_delete_rerun(pwan_env, tmp_path):
             api.list_runs(**bad)
         assert info.value.field == field
 
-    assert api.cancel_run(a["id"])["status"] == "cancelled"  # queued: at once
+    assert api.cancel_run(a["id"], a["cancel_token"])["status"] == "cancelled"  # queued: at once
     assert api.queue_counts()["cancelled"] == 1
 
     claim, _ = queue.claim(Run, b["id"], "w:1")
-    assert api.cancel_run(b["id"])["cancel_requested"] is True
+    assert api.cancel_run(b["id"], b["cancel_token"])["cancel_requested"] is True
     with pytest.raises(api.ConflictError, match="running"):
         api.delete_run(b["id"])
     video = tmp_path / "a.mp4"
@@ -137,6 +137,53 @@ def test_get_list_cancel_delete_rerun(pwan_env, tmp_path):
     assert again["id"] != a["id"] and again["status"] == "queued"
     for key in ("prompt", "model", "mode", "schedule", "guidance", "seed", "frames"):
         assert again[key] == a[key]
+
+
+def test_cancel_needs_the_runs_token_or_admin(pwan_env):
+    import hashlib
+
+    from db import runs as db_runs
+    from db.session import read_session
+
+    a = api.submit_run("a red ball", **TINY)
+    b = api.submit_run("a blue box", **TINY)
+    token = a["cancel_token"]
+    assert isinstance(token, str) and len(token) >= 32 and token != b["cancel_token"]
+    # the token is returned once: never by reads, and stored only as its SHA-256
+    assert "cancel_token" not in api.get_run(a["id"]) and "cancel_token_hash" not in api.get_run(a["id"])
+    assert all("cancel_token" not in r and "cancel_token_hash" not in r for r in api.list_runs()["items"])
+    with read_session() as session:
+        stored = session.get(Run, a["id"]).cancel_token_hash
+    assert stored == hashlib.sha256(token.encode()).hexdigest()
+
+    with pytest.raises(api.UnauthorizedError, match="cancel token") as info:
+        api.cancel_run(a["id"])
+    assert info.value.field == "cancel_token"
+    for wrong in ("guess", b["cancel_token"], token + "x", 42):
+        with pytest.raises(api.ForbiddenError) as info:
+            api.cancel_run(a["id"], wrong)
+        assert info.value.field == "cancel_token"
+    assert api.get_run(a["id"])["status"] == "queued"  # nothing changed
+    with pytest.raises(api.NotFoundError):
+        api.cancel_run(99_999, token)
+    assert api.cancel_run(a["id"], token)["status"] == "cancelled"
+    assert api.cancel_run(b["id"], admin=True)["status"] == "cancelled"  # the admin cancels any run
+
+    # a comparison: a token per run, each cancels its own run only
+    original, pyramid = api.submit_comparison("a cat", schedule="2-2-1", seed=1, model="tiny")["runs"]
+    assert original["cancel_token"] != pyramid["cancel_token"]
+    with pytest.raises(api.ForbiddenError):
+        api.cancel_run(original["id"], pyramid["cancel_token"])
+    assert api.cancel_run(original["id"], original["cancel_token"])["status"] == "cancelled"
+    assert api.cancel_run(pyramid["id"], pyramid["cancel_token"])["status"] == "cancelled"
+    again = api.rerun(a["id"])
+    assert api.cancel_run(again["id"], again["cancel_token"])["status"] == "cancelled"
+
+    # a run made before tokens existed: the admin only
+    (old,) = db_runs.add_runs([{k: a[k] for k in db_runs.RUN_INPUT_FIELDS}])
+    with pytest.raises(api.ForbiddenError, match="only the admin"):
+        api.cancel_run(old["id"], token)
+    assert api.cancel_run(old["id"], admin=True)["status"] == "cancelled"
 
 
 def test_checkpoints(pwan_env, checkpoint_dir, tmp_path):
@@ -166,8 +213,8 @@ def test_checkpoints(pwan_env, checkpoint_dir, tmp_path):
     assert (original["checkpoint_id"], original["model"], original["mode"]) == (None, "tiny", "original")
     with pytest.raises(api.ConflictError, match=str(run["id"])):
         api.delete_checkpoint(ck["id"])
-    api.cancel_run(run["id"])
-    api.cancel_run(pyramid["id"])
+    api.cancel_run(run["id"], run["cancel_token"])
+    api.cancel_run(pyramid["id"], pyramid["cancel_token"])
 
     assert api.rename_checkpoint(ck["id"], "cats-v2")["name"] == "cats-v2"
     assert api.delete_checkpoint(ck["id"])["name"] == "cats-v2"

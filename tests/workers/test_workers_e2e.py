@@ -64,10 +64,10 @@ def test_cancel_a_queued_and_a_running_run(sqlite_install):
     waiting = api.submit_run("a waiting blue box", seed=4, **QUICK)
     sqlite_install.wait(slow["id"], ("running",), step=lambda s: (s or 0) >= 1)
 
-    cancelled = api.cancel_run(waiting["id"])
+    cancelled = api.cancel_run(waiting["id"], waiting["cancel_token"])
     assert cancelled["status"] == "cancelled"  # at once, no worker involved
 
-    requested = api.cancel_run(slow["id"])
+    requested = api.cancel_run(slow["id"], slow["cancel_token"])
     assert requested["status"] == "running" and requested["cancel_requested"]
     slow = sqlite_install.wait(slow["id"], timeout=20)
     assert slow["status"] == "cancelled" and slow["fraction"] < 1.0

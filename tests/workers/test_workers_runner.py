@@ -129,7 +129,7 @@ def test_cancel_stops_at_the_next_step(pwan_env):
 
     def on_step(stage, step):
         if (stage, step) == (0, 2):
-            api.cancel_run(run["id"])
+            api.cancel_run(run["id"], run["cancel_token"])
 
     assert execute_run(run["id"], WORKER, cache_with(FakePipeline(on_step=on_step))) == "cancelled"
     row = api.get_run(run["id"])
