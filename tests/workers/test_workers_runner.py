@@ -193,6 +193,7 @@ def tiny_pipeline():
     return load_pipeline("tiny", device="cpu")
 
 
+@pytest.mark.timeout(240)  # loads the real tiny pipeline: slow on a busy 2-core machine
 def test_phases_are_written_in_order_and_the_fraction_covers_decoding_and_writing(
         pwan_env, tiny_pipeline, monkeypatch):
     """The real tiny pipeline: loading -> denoising -> decoding -> writing video, each written
