@@ -101,6 +101,41 @@ def measure_forward_flops(transformer: torch.nn.Module, latent_shape, text_token
     return float(counter.get_total_flops())
 
 
+#: The small latent (height, width) the VAE decoder's cost is measured on.
+_PROBE_LATENT = (4, 4)
+
+
+def measure_decode_probe(vae: torch.nn.Module) -> tuple[float, float]:
+    """FLOPs of VAE decodes of 1 and 2 latent frames of a 4 x 4 latent, under FlopCounterMode
+    (the input of :func:`decode_tflops`; measure once per VAE)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    p = next(vae.parameters())
+    counts = []
+    for t in (1, 2):
+        z = torch.zeros((1, vae.config.z_dim, t, *_PROBE_LATENT), dtype=p.dtype, device=p.device)
+        counter = FlopCounterMode(display=False, custom_mapping=attention_custom_mapping())
+        with torch.no_grad(), counter:
+            vae.decode(z, return_dict=False)
+        counts.append(float(counter.get_total_flops()))
+    return counts[0], counts[1]
+
+
+def decode_tflops(probe: tuple[float, float], frames: int, height: int, width: int) -> float:
+    """TFLOPs of one VAE decode of a ``frames x height x width`` video, from the measured probe.
+
+    The decoder is convolutional: its cost grows with the pixels it writes. The first latent
+    frame becomes 1 frame and each later one 4, so the two probe counts give the cost of the
+    first and of each later latent frame, scaled to the video's pixels. The mid-block attention
+    (quadratic in the pixels) is a small part and is scaled linearly too: a little low for large
+    videos.
+    """
+    first, two = probe
+    latent_frames = (frames - 1) // 4 + 1
+    per_probe = first + (latent_frames - 1) * (two - first)
+    return per_probe * (height // 8) * (width // 8) / math.prod(_PROBE_LATENT) / 1e12
+
+
 def transformer_config_for(model: str) -> dict:
     from .presets import tiny_transformer_config, wan13b_transformer_config
 

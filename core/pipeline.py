@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .errors import Cancelled, RequestError
-from .flops import plan_flops
+from .flops import decode_tflops, measure_decode_probe, plan_flops
 from .plan import MAX_STAGES, StagePlan
 from .presets import Components, build_components, list_presets
 from .resample import HAAR
@@ -171,6 +171,7 @@ class PyramidalWanPipeline:
         self.info = dict(info or {})
         self.load_seconds = 0.0
         self._original = None
+        self._decode_probe: tuple[float, float] | None = None  # see estimate_tflops
 
     @classmethod
     def from_components(cls, comps: Components, name: str, **kw) -> "PyramidalWanPipeline":
@@ -255,6 +256,24 @@ class PyramidalWanPipeline:
         frames = self.original.video_processor.postprocess_video(video, output_type="np")
         return [np.clip(np.rint(f * 255.0), 0, 255).astype(np.uint8) for f in frames]
 
+    def estimate_tflops(self, req: GenerationRequest, decode: bool = True) -> dict:
+        """TFLOPs the request will cost, per phase: ``{"denoise": ..., "decode": ...}``.
+
+        Denoising is the plan's analytic count (:func:`~core.flops.plan_flops`); decoding the
+        VAE's, measured once on a small latent and scaled (:func:`~core.flops.decode_tflops`;
+        ``decode=False`` leaves it out). A worker splits a run's progress between the phases
+        with them.
+        """
+        req = req.validated(known_models=[req.model])
+        plan = self.plan_for(req)
+        out = {"denoise": plan_flops(self.transformer.config, plan, req.frames, req.height, req.width,
+                                     self.max_sequence_length)["tflops"]}
+        if decode:
+            if self._decode_probe is None:
+                self._decode_probe = measure_decode_probe(self.vae)
+            out["decode"] = decode_tflops(self._decode_probe, req.frames, req.height, req.width)
+        return out
+
     # ------------------------------------------------------------------ main entry
     def generate(
         self,
@@ -265,7 +284,12 @@ class PyramidalWanPipeline:
         decode: bool = True,
     ) -> GenerationResult:
         """Run one request. ``decode=False`` skips the VAE decode (``frames`` is None; use with
-        ``return_latents`` and :meth:`decode_batch` to decode many videos at once)."""
+        ``return_latents`` and :meth:`decode_batch` to decode many videos at once).
+
+        ``callback`` gets every denoising step's dict (``"phase": "denoising"``, ``fraction`` of the
+        denoising steps done), then ``{"phase": "decoding", "seconds": {...}}`` just before the VAE
+        decode (the decode is one call, often the longest part on a CPU: a follower can show it).
+        Returning True from it stops the run with :class:`~core.errors.Cancelled`."""
         # 1. check inputs
         req = req.validated(known_models=[req.model])
         plan = self.plan_for(req)
@@ -289,6 +313,10 @@ class PyramidalWanPipeline:
             seconds["denoise"] = time.perf_counter() - t0
             seconds["stages"] = stage_seconds
             # 5. decode
+            if decode and callback is not None:
+                if callback({"phase": "decoding", "stages": plan.num_stages,
+                             "seconds": {k: seconds[k] for k in ("encode", "denoise")}}):
+                    raise Cancelled("cancelled before decoding")
             t0 = time.perf_counter()
             frames = self.decode(latents) if decode else None
             seconds["decode"] = time.perf_counter() - t0
@@ -335,13 +363,17 @@ class PyramidalWanPipeline:
                 frames = self.decode(denoised)
                 preview_out["frames"] = (frames, time.perf_counter() - t0)
                 if callback is not None:
-                    callback({"stage": 0, "stages": plan.num_stages, "step": stage.steps, "steps": stage.steps,
-                              "sigma": stage.sigma_end, "fraction": stage.steps / plan.total_steps,
-                              "preview": frames, "latents": x})
+                    callback({"phase": "denoising", "stage": 0, "stages": plan.num_stages, "step": stage.steps,
+                              "steps": stage.steps, "sigma": stage.sigma_end,
+                              "fraction": stage.steps / plan.total_steps, "preview": frames, "latents": x})
             marks["t"] = time.perf_counter()
 
-        latents = sample_pyramid(self.denoiser(pe, ne), noise, plan, callback=callback, generator=gen,
-                                 resampler=self.resampler, on_stage_end=on_stage_end, jump_mode=self.jump)
+        def on_step(info):
+            return callback({"phase": "denoising", **info})
+
+        latents = sample_pyramid(self.denoiser(pe, ne), noise, plan, callback=on_step if callback else None,
+                                 generator=gen, resampler=self.resampler, on_stage_end=on_stage_end,
+                                 jump_mode=self.jump)
         return latents, stage_seconds, preview_out.get("frames")
 
     def _run_original(self, req, plan, pe, ne, noise, gen, callback):
@@ -351,7 +383,7 @@ class PyramidalWanPipeline:
 
         def on_step(p, i, t, kwargs):
             if callback is not None and not state["cancelled"]:
-                stop = callback({"stage": 0, "stages": 1, "step": i + 1, "steps": stage.steps,
+                stop = callback({"phase": "denoising", "stage": 0, "stages": 1, "step": i + 1, "steps": stage.steps,
                                  "sigma": float(p.scheduler.sigmas[i + 1]), "fraction": (i + 1) / stage.steps,
                                  "latents": kwargs["latents"]})
                 if stop:

@@ -37,7 +37,7 @@ _PROGRESS_RESET = {"fraction": 0.0, "step": None, "steps": None}
 def _progress_reset(model: QueueModel) -> dict[str, Any]:
     reset = dict(_PROGRESS_RESET)
     if model is Run:
-        reset.update(stage=None, stages=None)
+        reset.update(stage=None, stages=None, phase=None)
     return reset
 
 

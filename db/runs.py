@@ -115,6 +115,22 @@ def list_runs(
         return Page(items=[to_dict(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
+def last_done_run(model: str, frames: int, height: int, width: int) -> dict[str, Any] | None:
+    """The latest finished (``done``) run of preset ``model``, of the same shape if
+    there is one, else of any shape; None if the model has none. Its measured seconds predict a
+    new run's phases (:mod:`workers.progress`)."""
+    base = [Run.model == model, Run.status == Status.DONE.value]
+    same = [Run.frames == frames, Run.height == height, Run.width == width]
+    with read_session() as session:
+        for conditions in (base + same, base):
+            row = session.execute(
+                select(Run).where(*conditions).order_by(Run.finished_at.desc(), Run.id.desc()).limit(1)
+            ).scalar_one_or_none()
+            if row is not None:
+                return to_dict(row)
+    return None
+
+
 def active_run_ids(*, checkpoint_id: int | None = None) -> list[int]:
     """Ids of queued or running runs (optionally only those using a checkpoint)."""
     conditions = [Run.status.in_([Status.QUEUED.value, Status.RUNNING.value])]

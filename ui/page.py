@@ -21,8 +21,11 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
 CHECKPOINT_PREFIX = "checkpoint:"
-HISTORY_HEADERS = ["id", "status", "model", "mode", "plan", "size", "seed", "created (UTC)", "seconds", "prompt"]
-EMPTY_HISTORY = [["", "", "", "", "", "", "", "", "", ""]]
+HISTORY_HEADERS = ["id", "still", "status", "model", "mode", "plan", "size", "seed", "created (UTC)", "seconds",
+                   "prompt"]
+#: The still column is HTML (an <img> from /api/runs/{id}/still); the others plain text.
+HISTORY_TYPES = ["str", "html"] + ["str"] * (len(HISTORY_HEADERS) - 2)
+EMPTY_HISTORY = [[""] * len(HISTORY_HEADERS)]
 JOB_SUMMARY_KEYS = ("data", "steps", "schedule", "lr", "lora_rank", "teacher", "out")
 DEFAULT_JOB_CONFIG = json.dumps({"data": "world:64", "steps": 50, "schedule": "2-2-1"}, indent=2)
 
@@ -251,7 +254,7 @@ def history_rows(status, search, model) -> list[list[Any]]:
     rows = []
     for r in page["items"]:
         rows.append([
-            r["id"], r["status"], views.model_label(r), r["mode"], r["schedule"],
+            r["id"], views.still_html(r), r["status"], views.model_label(r), r["mode"], r["schedule"],
             views.size_label(r["frames"], r["height"], r["width"]), r["seed"],
             (r["created_at"] or "")[:19].replace("T", " "),
             "" if r.get("total_seconds") is None else f"{r['total_seconds']:.1f}",
@@ -390,7 +393,7 @@ def build_page() -> gr.Blocks:
                     h_search = gr.Textbox(label="Prompt contains", elem_id="h-search")
                     h_refresh = gr.Button("Refresh", elem_id="h-refresh", scale=0)
                 h_table = gr.Dataframe(headers=HISTORY_HEADERS, value=EMPTY_HISTORY, interactive=False,
-                                       elem_id="h-table", wrap=True, max_height=420)
+                                       datatype=HISTORY_TYPES, elem_id="h-table", wrap=True, max_height=420)
                 with gr.Row():
                     h_id = gr.Number(label="Selected run", value=None, precision=0, elem_id="h-id", minimum=1)
                     h_open = gr.Button("Open", elem_id="h-open")

@@ -278,6 +278,16 @@ def build_router(worker=None) -> APIRouter:
     def get_preview(run_id: Id):
         return _video(_call(api.get_run, run_id), "preview_path", "preview yet")
 
+    @r.get("/runs/{run_id}/still", tags=["runs"], summary="A small still (JPEG) of the finished video",
+           response_class=FileResponse, responses={200: {"content": {"image/jpeg": {}}}})
+    def get_still(run_id: Id):
+        row = _call(api.get_run, run_id)
+        path = row.get("still_path")
+        if not path or not Path(path).is_file():
+            raise ApiError(404, f"Run {row['id']} has no still yet (status {row['status']}).")
+        return FileResponse(path, media_type="image/jpeg", filename=f"run-{row['id']}.jpg",
+                            content_disposition_type="inline")
+
     @r.post("/runs/{run_id}/cancel", tags=["runs"], summary="Cancel a queued or running run",
             description="Needs the run's cancel token (the `cancel_token` its submit answered) in "
                         "the `X-Cancel-Token` header, or the admin password (HTTP Basic or Bearer). "

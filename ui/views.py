@@ -110,10 +110,14 @@ def _now() -> dt.datetime:
 
 
 def eta_seconds(row: dict, now: dt.datetime | None = None) -> float | None:
-    """Time left from the running time so far and the fraction done (None: unknown yet)."""
+    """Time left from the running time so far and the fraction done (None: unknown yet).
+
+    The worker's fraction covers decoding and writing the video too (their estimated share,
+    :func:`workers.progress.estimate_shares`), so the time left stays above 0 until the end; a
+    running row at 1 (an estimate that ran out) has an unknown time left, not 0."""
     started = _parse_time(row.get("started_at"))
     fraction = row.get("fraction") or 0.0
-    if row.get("status") != "running" or started is None or fraction <= 0.02:
+    if row.get("status") != "running" or started is None or not 0.02 < fraction < 1.0:
         return None
     elapsed = ((now or _now()) - started).total_seconds()
     return max(elapsed * (1 - fraction) / fraction, 0.0)
@@ -161,11 +165,15 @@ def progress_html(row: dict, label: str | None = None) -> str:
     if status == "queued":
         detail = "waiting for a worker…"
     elif status == "running":
-        if row.get("stage") is None:
+        phase = row.get("phase")
+        if phase == "loading" or (phase is None and row.get("stage") is None):
             detail = "loading the model…"
         else:
-            detail = (f"stage {row['stage'] + 1}/{row.get('stages') or '?'} · "
-                      f"step {row.get('step') or 0}/{row.get('steps') or '?'} · {frac:.0%}")
+            if phase in ("decoding", "writing video"):
+                detail = f"{phase}… · {frac:.0%}"
+            else:  # denoising
+                detail = (f"stage {row['stage'] + 1}/{row.get('stages') or '?'} · "
+                          f"step {row.get('step') or 0}/{row.get('steps') or '?'} · {frac:.0%}")
             eta = eta_seconds(row)
             if eta is not None:
                 detail += f" · about {fmt_seconds(eta)} left"
@@ -200,6 +208,14 @@ def videos_html(rows: list[dict], group: str) -> str:
     play = (f'<button class="pw-sync-play" data-sync-target="{esc(group)}">⟲ play both from the start'
             "</button>" if len(rows) > 1 else "")
     return f'<div class="pw-videos">{"".join(figs)}</div>{play}'
+
+
+def still_html(row: dict) -> str:
+    """A finished run's small still (served by ``/api/runs/{id}/still``), or "" without one."""
+    if row.get("status") != "done" or not row.get("still_path"):
+        return ""
+    return (f'<img class="pw-still" src="/api/runs/{row["id"]}/still?v={esc(row.get("finished_at") or "")}" '
+            f'alt="still of run #{row["id"]}" loading="lazy">')
 
 
 def preview_html(run_id: int, stamp: str = "") -> str:

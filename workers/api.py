@@ -429,7 +429,7 @@ def delete_run(run_id: int, *, delete_files: bool = True) -> dict[str, Any]:
     if row is None:
         raise NotFoundError(f"There is no run {run_id}.")
     if delete_files:
-        for key in ("output_path", "preview_path"):
+        for key in ("output_path", "preview_path", "still_path"):
             if row.get(key):
                 Path(row[key]).unlink(missing_ok=True)
     return row

@@ -2,9 +2,11 @@
 
 1. claim the row (queued -> running); anything else means "already handled": skip
 2. build and validate the request; find the checkpoint folder
-3. get the pipeline from the resident cache (load seconds: 0 when warm)
-4. sample, with heartbeat, throttled progress and cancel checks at every step
-5. write the mp4 (atomically), then the report and ``done``
+3. get the pipeline from the resident cache (load seconds: 0 when warm); phase "loading"
+4. sample ("denoising") and decode ("decoding"), with heartbeat, throttled progress (its
+   fraction split between the phases by :func:`workers.progress.estimate_shares`) and cancel
+   checks at every step
+5. write the mp4 (atomically) and a small still ("writing video"), then the report and ``done``
 
 Each failure ends the run ``failed`` with a message a person can act on; a cancel ends it
 ``cancelled``; a worker shutdown puts it back in the queue.
@@ -14,16 +16,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 from db import checkpoints as db_checkpoints
 from db import queue
+from db import runs as db_runs
 from db.models import Run, Status
 from workers import config
 from workers.models import ModelCache, model_cache
-from workers.progress import SHUTDOWN, Heartbeat, ProgressReporter
+from workers.progress import SHUTDOWN, Heartbeat, PhaseShares, ProgressReporter, estimate_shares
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,30 @@ def output_path(run_id: int) -> Path:
 
 def preview_path(run_id: int) -> Path:
     return config.outputs_dir() / f"{run_id}.preview.mp4"
+
+
+def still_path(run_id: int) -> Path:
+    return config.outputs_dir() / f"{run_id}.still.jpg"
+
+
+#: Width (px) of the still History shows beside a finished run.
+STILL_WIDTH = 160
+
+
+def _write_still(frames, path: Path) -> None:
+    """The middle frame as a JPEG at most ``STILL_WIDTH`` px wide (atomically)."""
+    from PIL import Image
+
+    image = Image.fromarray(frames[len(frames) // 2])
+    if image.width > STILL_WIDTH:
+        image = image.resize((STILL_WIDTH, max(round(image.height * STILL_WIDTH / image.width), 1)),
+                             Image.Resampling.LANCZOS)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        image.save(tmp, format="JPEG", quality=85)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_video(frames, path: Path, fps: int) -> None:
@@ -160,10 +188,12 @@ def _generate(run_id: int, row: dict[str, Any], cache: ModelCache, beat: Heartbe
 
     request = _request_for(row)
     checkpoint_dir = _checkpoint_dir(row)
+    beat.beat(phase="loading")
     pipe, load_seconds = _load(cache, row, checkpoint_dir)
     fps = getattr(pipe, "fps", 16)
     beat.beat()  # picks up a cancel that came during the load
     _check_stop(beat)
+    shares = _phase_shares(pipe, request)
 
     preview = {}
 
@@ -173,20 +203,32 @@ def _generate(run_id: int, row: dict[str, Any], cache: ModelCache, beat: Heartbe
         preview["path"] = str(path)
         beat.beat(preview_path=str(path))  # followers see it now, not only when the run ends
 
-    reporter = ProgressReporter(beat, config.progress_seconds(), on_preview=save_preview)
+    reporter = ProgressReporter(beat, config.progress_seconds(), on_preview=save_preview, shares=shares,
+                                phase="loading")
     try:
         result = pipe.generate(request, callback=reporter)
     except Cancelled:
         _check_stop(beat)
         raise _Stopped(Status.CANCELLED.value) from None
 
+    reporter.set_phase("writing video")
+    t0 = time.perf_counter()
     path = output_path(run_id)
     _write_video(result.frames, path, result.fps)
+    still = still_path(run_id)
+    try:
+        _write_still(result.frames, still)
+    except Exception:  # a still is a nicety: never fail the run for it
+        log.exception("run %s: could not write the still", run_id)
+        still = None
+    write_seconds = time.perf_counter() - t0
 
     report = _plain(result.report)
     seconds = dict(report.get("seconds", {}))
     seconds["load"] = load_seconds
+    seconds["write"] = write_seconds
     report["seconds"] = seconds
+    report["phase_shares"] = shares.to_dict() if shares is not None else None
     report["load_seconds"] = load_seconds
     report["worker"] = row["worker"]
     created, started = _parse_time(row["created_at"]), _parse_time(row["started_at"])
@@ -195,6 +237,7 @@ def _generate(run_id: int, row: dict[str, Any], cache: ModelCache, beat: Heartbe
     return Status.DONE.value, {
         "output_path": str(path),
         "preview_path": preview.get("path"),
+        "still_path": str(still) if still is not None else None,
         "report": report,
         "load_seconds": load_seconds,
         "total_seconds": seconds.get("total"),
@@ -202,6 +245,17 @@ def _generate(run_id: int, row: dict[str, Any], cache: ModelCache, beat: Heartbe
         "peak_memory_mb": report.get("peak_memory_mb"),
         "fraction": 1.0,
     }
+
+
+def _phase_shares(pipe, request) -> PhaseShares | None:
+    """The run's split between denoising, decoding and writing (see :func:`estimate_shares`);
+    None (progress of the denoising steps only) when it cannot be estimated."""
+    try:
+        previous = db_runs.last_done_run(request.model, request.frames, request.height, request.width)
+        return estimate_shares(request, previous, getattr(pipe, "estimate_tflops", None))
+    except Exception:  # an estimate is a nicety: never fail the run for it
+        log.exception("could not estimate the phases of a %s run", request.model)
+        return None
 
 
 def _check_stop(beat: Heartbeat) -> None:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from core import GenerationRequest, ModelLoadError, RequestError, load_pipeline
+from core import Cancelled, GenerationRequest, ModelLoadError, RequestError, load_pipeline
 from core.video import probe, read_frames, write_mp4
 
 PROMPT = "a red circle moves to the right"
@@ -66,11 +66,39 @@ def test_report_has_phases_stages_flops_and_memory(tiny_pipe):
     assert rep["tflops"] > 0 and len(rep["tflops_per_stage"]) == 3
     assert rep["tflops_per_stage"][0] < rep["tflops_per_stage"][1] / 2 < rep["tflops_per_stage"][2]
     assert rep["peak_memory_mb"] > 0
-    steps = [(i["stage"], i["step"]) for i in seen if "preview" not in i]
+    steps = [(i["stage"], i["step"]) for i in seen if "preview" not in i and i["phase"] == "denoising"]
     assert steps == [(0, 1), (1, 1), (1, 2), (2, 1)]
     previews = [i["preview"] for i in seen if "preview" in i]
     assert len(previews) == 1 and previews[0].shape == (5, 32, 32, 3), "one low-resolution preview after stage 0"
-    assert res.preview is not None and seen[-1]["fraction"] == pytest.approx(1.0)
+    assert res.preview is not None and seen[-2]["fraction"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("mode,schedule", [("pyramidal", "1-1"), ("original", "0-2")])
+def test_the_callback_hears_denoising_then_decoding(tiny_pipe, mode, schedule):
+    """Every step is phase "denoising"; one "decoding" event comes after the last step, with the
+    measured denoise seconds; returning True to it stops the run before the decode."""
+    seen = []
+    tiny_pipe.generate(GenerationRequest(PROMPT, mode=mode, schedule=schedule, frames=9, height=32, width=32),
+                       callback=seen.append)
+    assert [i["phase"] for i in seen] == ["denoising"] * (len(seen) - 1) + ["decoding"]
+    assert len(seen) >= 3 and seen[-1]["seconds"]["denoise"] > 0
+    stop_at_decode = lambda info: info["phase"] == "decoding"  # noqa: E731
+    with pytest.raises(Cancelled):
+        tiny_pipe.generate(GenerationRequest(PROMPT, mode=mode, schedule=schedule, frames=9, height=32, width=32),
+                           callback=stop_at_decode)
+
+
+def test_decode_flops_are_measured_and_grow_with_the_video(tiny_pipe):
+    """The VAE's FLOPs (measured under FlopCounterMode) scale with the pixels and the frames."""
+    def estimate(frames, size):
+        return tiny_pipe.estimate_tflops(GenerationRequest(PROMPT, schedule="1-1", frames=frames, height=size,
+                                                           width=size))
+
+    small, wide, long = estimate(9, 32), estimate(9, 64), estimate(17, 32)
+    assert 0 < small["decode"] < long["decode"] and 0 < small["denoise"] < long["denoise"]
+    assert wide["decode"] == pytest.approx(4 * small["decode"])  # 4x the pixels
+    assert tiny_pipe.estimate_tflops(GenerationRequest(PROMPT, schedule="1-1", frames=9, height=32, width=32),
+                                     decode=False) == {"denoise": small["denoise"]}
 
 
 def test_cfg_doubles_the_flops(tiny_pipe):

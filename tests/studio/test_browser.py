@@ -54,6 +54,8 @@ def test_generate_shows_progress_then_a_playing_video(page, studio):
     assert re.search(r"Queued run #\d+, seed \d+", page.inner_text("#gen-message"))
     statuses = seen_statuses(page, "#gen-videos video")
     assert any(s.startswith(("queued", "running")) for s in statuses), statuses
+    # the VAE decode (seconds on a CPU) is a phase of its own, with time left, not "100% · 0.0 s left"
+    assert any(s.startswith("running") and "decoding…" in s and "left" in s for s in statuses), statuses
     assert studio.run_count() == before + 1
     page.wait_for_function(PLAYING, arg="#gen-videos video")
     assert page.locator("#gen-progress [data-status=done]").count() == 1
@@ -145,6 +147,9 @@ def test_history_lists_runs_and_opens_one(page, studio, done_comparison):
     open_page(page, studio)
     page.get_by_role("tab", name="History").click()
     page.wait_for_function("(p) => document.querySelector('#h-table').innerText.includes(p)", arg=pyramid["prompt"])
+    # a small still of each finished run beside its row, loaded from /api/runs/{id}/still
+    page.wait_for_function("(id) => { const img = document.querySelector(`#h-table img[src^='/api/runs/${id}/still']`);"
+                           " return img && img.complete && img.naturalWidth > 0; }", arg=pyramid["id"])
     page.fill("#h-id input", str(pyramid["id"]))
     page.click("#h-open")
     page.wait_for_function(PLAYING, arg="#h-videos video")

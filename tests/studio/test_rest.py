@@ -2,6 +2,8 @@
 routes without or with a wrong password (401/403), and the admin guard's rate limit."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.studio.conftest import ADMIN_PASSWORD, TINY_RUN
@@ -24,7 +26,8 @@ def test_health_and_openapi(bare_studio):
     assert health["default_model"] == "tiny" and health["embedded_worker"] is None and health["admin"] is True
     spec = bare_studio.http.get("/openapi.json").json()
     for path in ("/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/video", "/api/runs/{run_id}/cancel",
-                 "/api/comparisons", "/api/health", "/api/admin/jobs", "/api/admin/checkpoints"):
+                 "/api/runs/{run_id}/still", "/api/comparisons", "/api/health", "/api/admin/jobs",
+                 "/api/admin/checkpoints"):
         assert path in spec["paths"], path
     assert bare_studio.http.get("/docs").status_code == 200
 
@@ -346,6 +349,10 @@ def test_finished_runs_video_preview_compare_and_delete(studio, done_comparison)
     assert video.content[4:8] == b"ftyp"
     preview = http.get(f"/api/runs/{pyramid['id']}/preview")
     assert preview.status_code == 200 and preview.content[4:8] == b"ftyp"
+    assert pyramid["phase"] == "writing video" and pyramid["report"]["seconds"]["write"] > 0
+    still = http.get(f"/api/runs/{pyramid['id']}/still")
+    assert still.status_code == 200 and still.headers["content-type"] == "image/jpeg"
+    assert still.content[:2] == b"\xff\xd8" and len(still.content) < 20_000
 
     cmp = http.get("/api/compare", params={"a": original["id"], "b": pyramid["id"]}).json()
     assert cmp["quality"]["comparable"] and cmp["quality"]["frames"] == 17
@@ -364,6 +371,9 @@ def test_finished_runs_video_preview_compare_and_delete(studio, done_comparison)
     assert http.delete(f"/api/admin/runs/{again['id']}", headers=ADMIN).status_code == 200
     assert http.get(f"/api/runs/{again['id']}").status_code == 404
     assert http.get(f"/api/runs/{again['id']}/video").status_code == 404
+    assert http.get(f"/api/runs/{again['id']}/still").status_code == 404
+    assert not Path(studio.http.get(f"/api/runs/{pyramid['id']}").json()["still_path"]).with_name(
+        f"{again['id']}.still.jpg").exists()
 
 
 def test_admin_finetune_jobs(bare_studio):

@@ -50,6 +50,30 @@ def test_time_left_and_progress_card():
     assert "&lt;b&gt;boom" in failed  # escaped
 
 
+def test_decoding_and_writing_show_their_phase_and_time_left():
+    now = dt.datetime(2026, 1, 1, 12, 0, 10)
+    row = {"id": 4, "status": "running", "started_at": "2026-01-01T12:00:00.000Z", "fraction": 0.8,
+           "phase": "decoding", "stage": 2, "stages": 3, "step": 5, "steps": 5, "mode": "pyramidal",
+           "schedule": "2-2-5", "prompt": "a cat"}
+    assert views.eta_seconds(row, now) == pytest.approx(2.5)
+    html = views.progress_html(row)
+    assert "decoding…" in html and "80%" in html and "left" in html and "step 5/5" not in html
+    writing = views.progress_html({**row, "phase": "writing video", "fraction": 0.95})
+    assert "writing video…" in writing and "stage 3/3" not in writing
+    assert "loading the model" in views.progress_html({**row, "phase": "loading", "fraction": 0.0})
+    assert "stage 3/3 · step 5/5" in views.progress_html({**row, "phase": "denoising"})
+    assert views.eta_seconds({**row, "fraction": 1.0}, now) is None  # still running: unknown, not 0 s
+
+
+def test_history_still_only_for_a_finished_run_with_one():
+    row = {"id": 9, "status": "done", "still_path": "/data/outputs/9.still.jpg",
+           "finished_at": "2026-01-01T12:00:00.000Z"}
+    img = views.still_html(row)
+    assert img.startswith("<img") and 'src="/api/runs/9/still?v=2026-01-01T12:00:00.000Z"' in img
+    assert views.still_html({**row, "status": "running"}) == ""
+    assert views.still_html({**row, "still_path": None}) == ""
+
+
 def test_speedup_and_card():
     original = {"id": 1, "tflops": 8.0, "report": {"seconds": {"denoise": 4.0, "total": 6.0}}}
     pyramid = {"id": 2, "tflops": 2.0, "report": {"seconds": {"denoise": 1.0, "total": 3.0}}}

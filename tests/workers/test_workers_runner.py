@@ -1,6 +1,7 @@
 """The generate task's body, in-process with a stand-in pipeline: every way a run can end."""
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -183,3 +184,59 @@ def test_lost_messages_are_sent_again(pwan_env):
     assert broker_queue_size("infer") == 1 and broker_queue_size("train") == 1
     assert recover_queue() == [run["id"]]  # at start-up: everything queued, duplicates are fine
     assert broker_queue_size("infer") == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline():
+    from core import load_pipeline
+
+    return load_pipeline("tiny", device="cpu")
+
+
+@pytest.mark.timeout(240)  # loads the real tiny pipeline: slow on a busy 2-core machine
+def test_phases_are_written_in_order_and_the_fraction_covers_decoding_and_writing(
+        pwan_env, tiny_pipeline, monkeypatch):
+    """The real tiny pipeline: loading -> denoising -> decoding -> writing video, each written
+    when it starts; the fraction grows over all of them and is below 1 while decoding; the first
+    run splits by FLOPs (writing counts 0), the next by the first one's measured seconds (writing
+    gets its share). A small still is written, and deleted with its run."""
+    from PIL import Image
+
+    from db import queue as db_queue
+
+    writes = []
+    real = db_queue.heartbeat
+
+    def recording(model, item_id, attempt, **progress):
+        if "phase" in progress or "fraction" in progress:
+            writes.append((item_id, progress.get("phase"), progress.get("fraction")))
+        return real(model, item_id, attempt, **progress)
+
+    monkeypatch.setattr(db_queue, "heartbeat", recording)
+    cache = cache_with(tiny_pipeline)
+    first = api.submit_run("a red circle", **QUICK)
+    assert execute_run(first["id"], WORKER, cache) == "done"
+    phases = [p for i, p, _ in writes if i == first["id"] and p is not None]
+    assert [p for n, p in enumerate(phases) if n == 0 or p != phases[n - 1]] == [
+        "loading", "denoising", "decoding", "writing video"]
+    fractions = [f for i, _, f in writes if i == first["id"] and f is not None]
+    assert fractions == sorted(fractions) and fractions[-1] <= 1.0
+    decoding = next(f for i, p, f in writes if i == first["id"] and p == "decoding")
+    assert 0.0 < decoding < 1.0
+    row = api.get_run(first["id"])
+    assert row["status"] == "done" and row["fraction"] == 1.0 and row["phase"] == "writing video"
+    assert row["report"]["phase_shares"]["source"] == "FLOPs"
+    assert row["report"]["seconds"]["write"] > 0
+    with Image.open(row["still_path"]) as still:
+        assert still.format == "JPEG" and still.width <= 160 and still.size == (32, 32)
+    assert row["still_path"].endswith(f"{first['id']}.still.jpg")
+
+    second = api.submit_run("a blue square", **QUICK)
+    assert execute_run(second["id"], WORKER, cache) == "done"
+    shares = api.get_run(second["id"])["report"]["phase_shares"]
+    assert shares["source"] == f"measured seconds of run #{first['id']}"
+    at_start = {p: f for i, p, f in writes if i == second["id"] and p in ("decoding", "writing video")}
+    assert 0.0 < at_start["decoding"] < at_start["writing video"] < 1.0  # writing has its share now
+    assert shares["writing"] > 0 and abs(shares["denoising"] + shares["decoding"] + shares["writing"] - 1) < 1e-9
+    api.delete_run(second["id"])
+    assert not Path(api.get_run(first["id"])["still_path"]).with_name(f"{second['id']}.still.jpg").exists()

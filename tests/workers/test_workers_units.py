@@ -128,3 +128,45 @@ def test_celery_settings_follow_the_broker():
     assert redis["broker_transport_options"]["visibility_timeout"] >= 3600
     assert {q.name for q in redis["task_queues"]} == {"infer", "train"}
     assert redis["task_routes"]["workers.tasks.generate"]["queue"] == "infer"
+
+
+def test_phase_changes_are_written_at_once_with_their_share_of_the_fraction():
+    from workers.progress import PhaseShares
+
+    beat, clock = FakeHeartbeat(), FakeClock()
+    shares = PhaseShares.from_costs(6.0, 3.0, 1.0, "test")
+    reporter = ProgressReporter(beat, min_interval=10.0, clock=clock, shares=shares, phase="loading")
+    for info in infos(stages=(2, 2), clock=clock):
+        reporter({"phase": "denoising", **info})
+    reporter({"phase": "decoding", "seconds": {"denoise": 1.0}})
+    reporter({"phase": "decoding"})  # the same phase again: nothing new to write
+    reporter.set_phase("writing video")
+    assert [w.get("phase") for w in beat.writes][-2:] == ["decoding", "writing video"]
+    assert beat.writes[-3] == {"phase": "denoising", "stage": 1, "stages": 2, "step": 2, "steps": 2,
+                               "fraction": pytest.approx(0.6)}
+    assert beat.writes[-2] == {"phase": "decoding", "fraction": pytest.approx(0.6)}
+    assert beat.writes[-1] == {"phase": "writing video", "fraction": pytest.approx(0.9)}
+    # Without an estimate the denoising fraction is written as it comes and phases keep it.
+    plain = FakeHeartbeat()
+    ProgressReporter(plain, min_interval=10.0)({"phase": "decoding"})
+    assert plain.writes == [{"phase": "decoding"}]
+
+
+def test_shares_come_from_the_last_run_scaled_or_from_flops():
+    from types import SimpleNamespace
+
+    from workers.progress import PhaseShares, estimate_shares
+
+    request = SimpleNamespace(frames=17, height=64, width=64)
+    previous = {"id": 7, "frames": 17, "height": 32, "width": 32, "tflops": 2.0,
+                "report": {"seconds": {"denoise": 4.0, "decode": 1.0, "write": 0.5}}}
+
+    def tflops(req, decode=True):
+        return {"denoise": 4.0, "decode": 1.0} if decode else {"denoise": 4.0}
+
+    # 4x the pixels: decode 4 s, write 2 s; twice that run's TFLOPs: denoise 8 s.
+    assert estimate_shares(request, previous, tflops) == PhaseShares(8 / 14, 4 / 14, 2 / 14,
+                                                                     "measured seconds of run #7")
+    assert estimate_shares(request, None, tflops) == PhaseShares(0.8, 0.2, 0.0, "FLOPs")
+    assert estimate_shares(request, None, None) is None
+    assert PhaseShares.from_costs(0.0, 1.0, 0.0, "x") is None and PhaseShares.from_costs(1.0, float("nan"), 0, "x") is None
