@@ -24,6 +24,7 @@ from .plan import MAX_STAGES, StagePlan
 from .presets import Components, build_components, list_presets
 from .resample import HAAR
 from .sampler import JUMPS, sample_pyramid
+from .text import check_text
 
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**32 - 1
@@ -58,6 +59,7 @@ class GenerationRequest:
         """A normalised copy (schedule canonical, guidance per stage) or a RequestError naming the field."""
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise RequestError("the prompt is empty: describe the video you want", "prompt")
+        check_text(self.prompt, "prompt", "the prompt")
         if len(self.prompt) > MAX_PROMPT_CHARS:
             raise RequestError(
                 f"the prompt has {len(self.prompt)} characters; at most {MAX_PROMPT_CHARS} are allowed", "prompt"
@@ -66,6 +68,7 @@ class GenerationRequest:
         if not isinstance(neg, str) or len(neg) > MAX_PROMPT_CHARS:
             raise RequestError(f"the negative prompt must be text of at most {MAX_PROMPT_CHARS} characters",
                                "negative_prompt")
+        check_text(neg, "negative_prompt", "the negative prompt")
         models = known_models if known_models is not None else list_presets()
         if self.model not in models:
             raise RequestError(f"unknown model {self.model!r}; choose one of: {', '.join(models)}", "model")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import RequestError
+from core.text import check_text
 from db import checkpoints as db_checkpoints
 from db import jobs as db_jobs
 from db import queue
@@ -69,6 +70,10 @@ def _check_text(
         value = ""
     if not isinstance(value, str):
         raise ValidationError(f"{label} must be text; got {type(value).__name__}", field)
+    try:
+        check_text(value, field, label)  # core's rule: no control characters
+    except RequestError as exc:
+        raise ValidationError(str(exc), exc.field) from None
     text = value.strip()
     if required and not text:
         raise ValidationError(f"{label} is empty{empty}", field)
@@ -100,7 +105,8 @@ def _resolve_checkpoint(checkpoint: Any, model: str | None) -> tuple[dict | None
     if isinstance(checkpoint, int):
         row = db_checkpoints.get_checkpoint(checkpoint) if 1 <= checkpoint <= MAX_ID else None
     else:
-        row = db_checkpoints.find_checkpoint(checkpoint.strip())
+        name = _check_text(checkpoint, "checkpoint", "the checkpoint name", required=False, limit=MAX_NAME_CHARS)
+        row = db_checkpoints.find_checkpoint(name)
     if row is None:
         names = [c["name"] for c in db_checkpoints.list_checkpoints()][:10]
         hint = f"registered: {', '.join(names)}" if names else "no checkpoints are registered"
@@ -335,6 +341,8 @@ def list_runs(
     if search is not None:
         search = _check_text(search, "search", "the search text", required=False,
                              limit=MAX_PROMPT_CHARS)
+    if model is not None:
+        model = _check_text(model, "model", "the model", required=False, limit=MAX_NAME_CHARS)
     page = db_runs.list_runs(
         status=statuses or None, model=model or None, search=search or None,
         comparison_id=comparison_id, limit=limit, offset=offset,
@@ -559,6 +567,9 @@ def submit_job(name: str, base: str, config: dict[str, Any] | None = None) -> di
     if db_checkpoints.find_checkpoint(name) is not None:
         raise ValidationError(f"A checkpoint named {name!r} already exists; choose another name.", "name")
     settings = {**(config or {}), "base": base, "name": name}
+    for key, value in settings.items():  # free-text settings (sample prompt, data, teacher...) too
+        if isinstance(value, str):
+            _check_text(value, str(key), f"setting {key!r}", required=False, limit=10 * MAX_PROMPT_CHARS)
     # A job names no server paths of its own choosing: its checkpoint and cache go under the
     # data folder, and its data is the mini world or a folder inside the data folder.
     roots = allowed_roots()
