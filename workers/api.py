@@ -149,7 +149,7 @@ def _run_spec(
     width: Any,
 ) -> dict[str, Any]:
     """Validate one run's settings; returns the columns to insert."""
-    from core import GenerationRequest, RequestError, default_preset, recommended_guidance
+    from core import GenerationRequest, RequestError, default_preset, resolve_guidance
 
     prompt = _check_text(
         prompt, "prompt", "the prompt", required=True, limit=MAX_PROMPT_CHARS,
@@ -171,9 +171,8 @@ def _run_spec(
             DEFAULT_PYRAMID_SCHEDULE if mode != "original"
             else baseline_schedule(DEFAULT_PYRAMID_SCHEDULE)
         )
-    if guidance is None:
-        guidance = recommended_guidance(model, checkpoint_row["card"] if checkpoint_row else None,
-                                        stages=_stage_count(mode, schedule))
+    guidance, guidance_source = resolve_guidance(
+        guidance, model, checkpoint_row["card"] if checkpoint_row else None, stages=_stage_count(mode, schedule))
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ValidationError(
             f"seed must be a whole number from 0 to {MAX_SEED:,}; got {seed!r}", "seed"
@@ -195,6 +194,7 @@ def _run_spec(
         "mode": request.mode,
         "schedule": request.schedule,
         "guidance": [float(g) for g in request.guidance],
+        "guidance_source": guidance_source,
         "seed": request.seed,
         "frames": request.frames,
         "height": request.height,
@@ -381,12 +381,17 @@ def rerun(run_id: int) -> dict[str, Any]:
         raise ValidationError(
             f"checkpoint {row['checkpoint_name']!r} used by run {run_id} was deleted", "checkpoint"
         )
-    return submit_run(
-        row["prompt"], negative_prompt=row["negative_prompt"], model=row["model"],
+    spec = _run_spec(
+        prompt=row["prompt"], negative_prompt=row["negative_prompt"], model=row["model"],
         checkpoint=row["checkpoint_id"], mode=row["mode"], schedule=row["schedule"],
         guidance=row["guidance"], seed=row["seed"], frames=row["frames"], height=row["height"],
         width=row["width"],
     )
+    # the same guidance, and the same account of where it came from
+    spec["guidance_source"] = row.get("guidance_source") or spec["guidance_source"]
+    (new,) = db_runs.add_runs([spec])
+    _send([new["id"]])
+    return new
 
 
 def queue_counts() -> dict[str, int]:

@@ -1,5 +1,6 @@
 """Inputs that reach the database (issue 15): control characters are refused with a 422 naming
-the field on SQLite and PostgreSQL."""
+the field on SQLite and PostgreSQL; a run without guidance stores the model's recommendation and
+where it came from, through the service, REST, the page and the worker's report."""
 from __future__ import annotations
 
 import json
@@ -87,3 +88,58 @@ def test_names_search_and_admin_fields_refuse_control_characters(client, tmp_pat
     for query in ({"search": "a\u0000"}, {"model": "tiny\u0000"}):
         r = client.get("/api/runs", params=query)
         assert r.status_code == 422 and r.json()["field"] == next(iter(query)), r.text
+
+
+@needs_mini
+def test_rest_run_without_guidance_stores_the_cards_and_says_so(client):
+    assert api.register_shipped_checkpoints(ROOT / "models")
+    card = json.loads((PYRAMIDAL / "card.json").read_text())
+    r = client.post("/api/runs", json={"prompt": "a blue square moves up", "checkpoint": "mini-pyramidal",
+                                       "schedule": "12-12-6", "seed": 1})
+    assert r.status_code == 201, r.text
+    got = client.get(f"/api/runs/{r.json()['id']}").json()
+    assert got["guidance"] == card["guidance_per_stage"] == [1.0, 1.0, 1.5]
+    assert got["guidance_source"] == "checkpoint card"
+    own = client.post("/api/runs", json={"prompt": "a cat", **TINY, "guidance": 2}).json()
+    assert own["guidance"] == [2.0] * 3 and own["guidance_source"] == "request"
+    plain = client.post("/api/runs", json={"prompt": "a cat", **TINY}).json()
+    assert plain["guidance"] == [5.0] * 3 and plain["guidance_source"] == "default"
+    preset = client.post("/api/runs", json={"prompt": "a cat", **TINY, "model": "mini"}).json()
+    assert preset["guidance"] == [json.loads((ROOT / "models" / "mini" / "card.json").read_text())["guidance"]] * 3
+    assert preset["guidance_source"] == "preset card"
+    again = client.post(f"/api/runs/{r.json()['id']}/rerun").json()
+    assert again["guidance"] == [1.0, 1.0, 1.5] and again["guidance_source"] == "checkpoint card"
+
+
+def _tuned_checkpoint(folder: Path) -> dict:
+    folder.mkdir()
+    (folder / "card.json").write_text(json.dumps({"base": "tiny", "kind": "full", "guidance": 2.0,
+                                                  "guidance_per_stage": [1.0, 1.0, 2.5]}))
+    return api.register_checkpoint(folder, "tiny", "tuned")
+
+
+def test_page_submit_with_the_box_untouched_stores_the_cards_guidance_and_source(pwan_env, tmp_path):
+    from ui import page
+
+    ck = _tuned_checkpoint(tmp_path / "tuned")
+    choice = f"{page.CHECKPOINT_PREFIX}{ck['id']}"
+    common = dict(negative_prompt="", model=choice, seed=1, random_seed=False, size=None, compare=False)
+    out = page.submit("a cat", mode="pyramidal", schedule="2-2-1", guidance=page.model_guidance(choice), **common)
+    row = api.get_run(out["run_ids"][0])
+    assert row["guidance"] == [1.0, 1.0, 2.5] and row["guidance_source"] == "checkpoint card"
+    out = page.submit("a cat", mode="pyramidal", schedule="2-2-1", guidance="3", **common)
+    assert api.get_run(out["run_ids"][0])["guidance_source"] == "request"
+
+
+def test_the_workers_report_carries_the_rows_guidance_and_source(pwan_env, tmp_path):
+    from core import load_pipeline
+    from workers.models import ModelCache
+    from workers.runner import execute_run
+
+    _tuned_checkpoint(tmp_path / "tuned")
+    run = api.submit_run("a cat", checkpoint="tuned", schedule="1-1-1", frames=17, height=64, width=64, seed=1)
+    assert run["guidance_source"] == "checkpoint card"
+    pipe = load_pipeline("tiny", device="cpu")  # the tiny base stands in for the checkpoint's weights
+    assert execute_run(run["id"], "test@host:1", ModelCache(size=1, loader=lambda *_: pipe)) == "done"
+    report = api.get_run(run["id"])["report"]
+    assert report["guidance"] == [1.0, 1.0, 2.5] and report["guidance_source"] == "checkpoint card"
