@@ -115,6 +115,7 @@ def table(args) -> dict:
         strips.append((name, [out["videos"][prompts.index(p)] for p in STRIP_PROMPTS if p in prompts]))
         print(_format(results[-1]), flush=True)
     return {"clips": args.clips, "guidance": args.guidance, "pyramid_guidance": args.pyramid_guidance,
+            "guidance_source": args.guidance_source, "pyramid_guidance_source": args.pyramid_guidance_source,
             "decode_batch": args.decode_batch,
             "prompts_seeds": "prompt i = all_captions()[i % 24], seed i; noise floor: seed i + 1,000,000; "
                              "real clips: world seeds 10,000,000 + i",
@@ -146,6 +147,24 @@ def _format(r: dict) -> str:
             f"{r['denoise_seconds']:>9.3f} {r['seconds']:>7.2f}")
 
 
+def resolve_row_guidance(args) -> None:
+    """The rows' guidance, through core's one resolver: the original's rows the mini preset's
+    recommendation, the pyramidal rows the finetuned card's for the plan (unless given). Sets
+    ``args.guidance``/``args.pyramid_guidance`` and their ``*_source`` (printed and in the JSON)."""
+    from core import StagePlan, resolve_guidance
+
+    os.environ["PWAN_MINI_PATH"] = str(Path(args.mini).resolve())
+    args.guidance, args.guidance_source = resolve_guidance(args.guidance, "mini", None, stages=1)
+    pyramid = args.pyramid_guidance
+    if pyramid is not None:
+        values = [float(v) for v in str(pyramid).split(",")]
+        pyramid = values[0] if len(values) == 1 else values
+    card = Path(args.pyramidal or "") / "card.json"
+    args.pyramid_guidance, args.pyramid_guidance_source = resolve_guidance(
+        pyramid, "mini", json.loads(card.read_text()) if card.is_file() else None,
+        stages=StagePlan.parse(args.plan).num_stages)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=200)
@@ -163,26 +182,20 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", default=None, help="write the table (and every clip's scored attributes) here")
     ap.add_argument("--strip", default=None, help="write a PNG of sample frames per row here")
+    ap.add_argument("--guidance-only", action="store_true", help="print the rows' guidance and its sources (JSON)")
     args = ap.parse_args(argv)
-    from core import StagePlan, recommended_guidance
-
-    os.environ["PWAN_MINI_PATH"] = str(Path(args.mini).resolve())
-    if args.guidance is None:
-        args.guidance = recommended_guidance("mini")
-    if args.pyramid_guidance is None:
-        card = Path(args.pyramidal or "") / "card.json"
-        args.pyramid_guidance = recommended_guidance(
-            "mini", json.loads(card.read_text()) if card.is_file() else None,
-            stages=StagePlan.parse(args.plan).num_stages)
-    else:
-        values = [float(v) for v in str(args.pyramid_guidance).split(",")]
-        args.pyramid_guidance = values[0] if len(values) == 1 else values
+    resolve_row_guidance(args)
+    if args.guidance_only:
+        print(json.dumps({k: getattr(args, k) for k in ("guidance", "guidance_source", "pyramid_guidance",
+                                                         "pyramid_guidance_source")}))
+        return 0
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     print(f"mini world, {args.clips} clips per row (same prompts and seeds; the noise floor uses other seeds); "
-          f"guidance: original {args.guidance}, pyramidal {args.pyramid_guidance}")
+          f"guidance: original {args.guidance} ({args.guidance_source}), pyramidal {args.pyramid_guidance} "
+          f"({args.pyramid_guidance_source})")
     print(f"{'row':<40} {'colour':>6} {'shape':>6} {'dir':>6} {'all 3':>6} {'FD real':>8} {'FD orig':>8} "
           f"{'GFLOPs':>8} {'denoise s':>9} {'s/video':>7}")
     result = table(args)

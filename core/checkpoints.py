@@ -18,6 +18,27 @@ import torch
 from .errors import ModelLoadError
 
 CARD = "card.json"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shareable_paths(value, root: str | Path = REPO):
+    """A copy of card data fit to ship: an absolute path inside the repo (``root``) becomes
+    relative to it (``models/mini-pyramidal``); any other absolute path (a home, /tmp, another
+    machine's data folder) is dropped (None). Cards are shared; the trainer's folders are not."""
+    if isinstance(value, dict):
+        return {k: shareable_paths(v, root) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [shareable_paths(v, root) for v in value]
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str) and (value.startswith("/") or value.startswith("~")):
+        root = Path(root).resolve()
+        path = Path(value).expanduser()
+        for candidate in (path, path.resolve()):  # as written, then with links resolved
+            if candidate == root or root in candidate.parents:
+                return candidate.relative_to(root).as_posix() or "."
+        return None
+    return value
 
 
 def read_card(path: str | Path) -> dict:
@@ -53,7 +74,7 @@ def save_checkpoint(path: str | Path, transformer: torch.nn.Module, card: dict, 
         (path / "lora" / "adapter_config.json").write_text(json.dumps(cfg_dict, indent=2, default=str))
     else:
         transformer.save_pretrained(str(path / "transformer"), safe_serialization=True)
-    card = dict(card, kind="lora" if lora else "full")
+    card = shareable_paths(dict(card, kind="lora" if lora else "full"))
     tmp = path / (CARD + ".tmp")
     tmp.write_text(json.dumps(card, indent=2, default=str))
     tmp.replace(path / CARD)

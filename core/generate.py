@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default=None, help="a checkpoint folder written by finetune/")
     ap.add_argument("--mode", choices=["pyramidal", "original"], default="pyramidal")
     ap.add_argument("--schedule", default="20-20-10", help="steps per stage, lowest resolution first")
-    ap.add_argument("--guidance", type=_guidance, default=5.0, help="one value, or one per stage: 7,5,3")
+    ap.add_argument("--guidance", type=_guidance, default=None,
+                    help="one value, or one per stage: 7,5,3 (default: the checkpoint card's recommendation, "
+                         "else the preset's, else 5)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--frames", type=int, default=17)
     ap.add_argument("--height", type=int, default=128)
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         width=args.width,
     )
     try:
-        req = req.validated(known_models=[model])
+        req.validated(known_models=[model])  # fail before loading; the pipeline resolves the guidance
         t0 = time.perf_counter()
         pipe = load_pipeline(model, checkpoint_dir=args.checkpoint, device=args.device)
         load = time.perf_counter() - t0
@@ -68,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         s = report["seconds"]
         print(f"\nwrote {path}: {report['frames']} frames, plan {report['plan']['schedule']}, "
               f"{report['tflops']:.4g} TFLOPs, denoise {s['denoise']:.2f}s "
-              f"(stages {', '.join(f'{x:.2f}s' for x in s['stages'])}), total {s['total']:.2f}s")
+              f"(stages {', '.join(f'{x:.2f}s' for x in s['stages'])}), total {s['total']:.2f}s; guidance "
+              f"{', '.join(f'{g:g}' for g in report['guidance'])} ({report['guidance_source']})")
     return 0
 
 

@@ -21,9 +21,10 @@ import torch
 from .errors import Cancelled, RequestError
 from .flops import decode_tflops, measure_decode_probe, plan_flops
 from .plan import MAX_STAGES, StagePlan
-from .presets import Components, build_components, list_presets
+from .presets import GUIDANCE_SOURCES, Components, build_components, list_presets, resolve_guidance
 from .resample import HAAR
 from .sampler import JUMPS, sample_pyramid
+from .text import check_text
 
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**32 - 1
@@ -37,7 +38,7 @@ class GenerationRequest:
     model: str = "tiny"
     mode: str = "pyramidal"
     schedule: str = "20-20-10"
-    guidance: float | list[float] = 5.0
+    guidance: float | list[float] | None = None  # None: the model's recommendation (resolve_guidance)
     seed: int = 0
     frames: int = 17
     height: int = 128
@@ -46,20 +47,45 @@ class GenerationRequest:
     shift: float | None = None
     boundaries: list[float] | None = None
     grid: str | None = None  # the last stage's level spacing (core.plan.GRIDS); None: the plan's default
+    guidance_source: str | None = None  # where ``guidance`` came from; None: "request" when it is set
+
+    def resolved(self, card: dict | None = None) -> "GenerationRequest":
+        """A copy with its guidance set and ``guidance_source`` saying where it came from: the request's
+        own, else the recommendation of ``card`` (a checkpoint's), the preset or Wan
+        (:func:`~core.presets.resolve_guidance`, the one resolver every entry point uses)."""
+        if self.guidance is not None:
+            return dataclasses.replace(self, guidance_source=self.guidance_source or "request")
+        value, source = resolve_guidance(None, self.model, card, stages=self._stage_count())
+        return dataclasses.replace(self, guidance=value, guidance_source=source)
+
+    def _stage_count(self) -> int | None:
+        if self.mode == "original":
+            return 1
+        try:
+            return StagePlan.parse(self.schedule).num_stages
+        except (RequestError, TypeError, ValueError, AttributeError):
+            return None  # validated() reports the schedule
 
     def plan(self, shift: float = 3.0, boundaries: list[float] | None = None) -> StagePlan:
         return StagePlan.parse(
             self.schedule,
             shift=self.shift if self.shift is not None else shift,
             boundaries=self.boundaries if self.boundaries is not None else boundaries,
-            guidance=self.guidance,
+            guidance=self.guidance if self.guidance is not None else self.resolved().guidance,
             grid=self.grid,
         )
 
     def validated(self, known_models: list[str] | None = None) -> "GenerationRequest":
-        """A normalised copy (schedule canonical, guidance per stage) or a RequestError naming the field."""
+        """A normalised copy (schedule canonical, guidance per stage) or a RequestError naming the field.
+
+        A request without guidance keeps None (checked with the preset's recommendation): the
+        pipeline resolves it with its checkpoint's card (:meth:`resolved`)."""
+        if self.guidance_source is not None and self.guidance_source not in GUIDANCE_SOURCES:
+            raise RequestError(f"guidance_source must be one of: {', '.join(GUIDANCE_SOURCES)}; "
+                               f"got {self.guidance_source!r}", "guidance_source")
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise RequestError("the prompt is empty: describe the video you want", "prompt")
+        check_text(self.prompt, "prompt", "the prompt")
         if len(self.prompt) > MAX_PROMPT_CHARS:
             raise RequestError(
                 f"the prompt has {len(self.prompt)} characters; at most {MAX_PROMPT_CHARS} are allowed", "prompt"
@@ -68,6 +94,7 @@ class GenerationRequest:
         if not isinstance(neg, str) or len(neg) > MAX_PROMPT_CHARS:
             raise RequestError(f"the negative prompt must be text of at most {MAX_PROMPT_CHARS} characters",
                                "negative_prompt")
+        check_text(neg, "negative_prompt", "the negative prompt")
         models = known_models if known_models is not None else list_presets()
         if self.model not in models:
             raise RequestError(f"unknown model {self.model!r}; choose one of: {', '.join(models)}", "model")
@@ -88,8 +115,10 @@ class GenerationRequest:
             raise RequestError("the original model runs diffusers' own schedule (grid 'diffusers'); "
                                f"grid {plan.grid!r} needs mode 'pyramidal'", "grid")
         plan.validate_shape(self.frames, self.height, self.width)
+        given = self.guidance is not None
         return dataclasses.replace(self, prompt=self.prompt.strip(), negative_prompt=neg.strip(),
-                                   schedule=plan.schedule, guidance=list(plan.guidance))
+                                   schedule=plan.schedule, guidance=list(plan.guidance) if given else None,
+                                   guidance_source=(self.guidance_source or "request") if given else None)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -290,8 +319,8 @@ class PyramidalWanPipeline:
         denoising steps done), then ``{"phase": "decoding", "seconds": {...}}`` just before the VAE
         decode (the decode is one call, often the longest part on a CPU: a follower can show it).
         Returning True from it stops the run with :class:`~core.errors.Cancelled`."""
-        # 1. check inputs
-        req = req.validated(known_models=[req.model])
+        # 1. check inputs; no guidance named: the checkpoint card's, else the preset's, else Wan's
+        req = req.resolved(self.info.get("checkpoint")).validated(known_models=[req.model])
         plan = self.plan_for(req)
         t_start = time.perf_counter()
         seconds: dict = {}
@@ -330,6 +359,8 @@ class PyramidalWanPipeline:
             "seed": req.seed,
             "shape": [req.frames, req.height, req.width],
             "plan": plan.describe(),
+            "guidance": list(plan.guidance),
+            "guidance_source": req.guidance_source,
             "jump": self.jump if req.mode == "pyramidal" and plan.num_stages > 1 else None,
             "latent_shapes": flops["latent_shapes"],
             "seconds": seconds,

@@ -235,22 +235,37 @@ def default_preset() -> str:
 DEFAULT_GUIDANCE = 5.0  # Wan's
 
 
-def recommended_guidance(preset: str, card: dict | None = None, stages: int | None = None) -> float | list[float]:
-    """The guidance a request that names none gets: a checkpoint card's (``card``), else the
-    preset's (the mini model's card records the one it was evaluated with), else Wan's 5.
+GUIDANCE_SOURCES = ("request", "checkpoint card", "preset card", "default")
+
+
+def resolve_guidance(guidance, preset: str, card: dict | None = None,
+                     stages: int | None = None) -> tuple[float | list[float], str]:
+    """The guidance a request runs with, and where it came from (one of ``GUIDANCE_SOURCES``).
+
+    The one place that turns "no guidance named" into a value, so the CLI, the notebook API, the
+    service and the benchmarks agree: the request's own (``"request"``); else a checkpoint card's
+    (``card``); else the preset's (the mini model's card records the one it was evaluated with);
+    else Wan's 5 (``"default"``).
 
     A card may also recommend one value per stage (``guidance_per_stage``; for instance guidance
     at full resolution only, where the low-resolution stages sample better without it). A plan
     with that many ``stages`` gets the list; any other plan gets the card's single ``guidance``."""
-    for source in (card or {}, _preset_card(preset)):
+    if guidance is not None:
+        return guidance, "request"
+    for name, source in (("checkpoint card", card or {}), ("preset card", _preset_card(preset))):
         per_stage = source.get("guidance_per_stage")
         if stages is not None and isinstance(per_stage, list) and len(per_stage) == stages \
                 and all(_valid_guidance(g) for g in per_stage):
-            return [float(g) for g in per_stage]
+            return [float(g) for g in per_stage], name
         value = source.get("guidance")
         if _valid_guidance(value):
-            return float(value)
-    return DEFAULT_GUIDANCE
+            return float(value), name
+    return DEFAULT_GUIDANCE, "default"
+
+
+def recommended_guidance(preset: str, card: dict | None = None, stages: int | None = None) -> float | list[float]:
+    """The guidance a request that names none gets (:func:`resolve_guidance`'s value)."""
+    return resolve_guidance(None, preset, card, stages)[0]
 
 
 def _valid_guidance(value) -> bool:

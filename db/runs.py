@@ -20,6 +20,7 @@ RUN_INPUT_FIELDS = (
     "mode",
     "schedule",
     "guidance",
+    "guidance_source",
     "seed",
     "frames",
     "height",

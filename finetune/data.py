@@ -124,11 +124,16 @@ def world_clips(count: int, config=None, seed: int = 0) -> list[Clip]:
 
 
 def teacher_clips(prompts: list[str], pipeline, *, frames: int, height: int, width: int,
-                  schedule: str = "0-0-8", guidance: float = 5.0, mode: str = "original",
+                  schedule: str = "0-0-8", guidance: float | list[float] | None = None, mode: str = "original",
                   seed: int = 0) -> list[Clip]:
     """Clips the teacher ``pipeline`` (a ``core.PyramidalWanPipeline``) generates from prompts
-    (the paper: Wan2.1-14B). Generation happens when a clip is loaded, i.e. once, in the cache."""
+    (the paper: Wan2.1-14B). Generation happens when a clip is loaded, i.e. once, in the cache.
+    ``guidance`` None: the teacher's recommendation (its checkpoint card, else its preset's, else 5)."""
     from core import GenerationRequest
+
+    if guidance is None:  # resolved here, once, so the cache tag records the value used
+        guidance = GenerationRequest("x", model=pipeline.info.get("preset", pipeline.name), mode=mode,
+                                     schedule=schedule).resolved(pipeline.info.get("checkpoint")).guidance
 
     def make(i: int, prompt: str) -> Callable[[], np.ndarray]:
         def load() -> np.ndarray:
@@ -138,7 +143,8 @@ def teacher_clips(prompts: list[str], pipeline, *, frames: int, height: int, wid
 
         return load
 
-    tag = f"teacher:{pipeline.name}:{mode}:{schedule}:g{guidance:g}"
+    g = ",".join(f"{v:g}" for v in guidance) if isinstance(guidance, (list, tuple)) else f"{guidance:g}"
+    tag = f"teacher:{pipeline.name}:{mode}:{schedule}:g{g}"
     return [Clip(f"teacher-{i:06d}", p, make(i, p), f"{tag}:{seed + i}") for i, p in enumerate(prompts)]
 
 

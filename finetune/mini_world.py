@@ -268,7 +268,9 @@ def phase_ship(cfg: RecipeConfig, base: Path, pretrain: dict, vae_summary: dict,
                                 "held_out_psnr_db": vae_summary.get("psnr")},
                         "pretrain": pretrain},
             "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("work", "ship")}}
-    (tmp / "card.json").write_text(json.dumps(card, indent=2))
+    from core.checkpoints import shareable_paths
+
+    (tmp / "card.json").write_text(json.dumps(shareable_paths(card), indent=2))
     shutil.rmtree(ship, ignore_errors=True)
     tmp.replace(ship)
     log(f"shipped the mini preset to {ship}")
@@ -350,7 +352,9 @@ def phase_pyramid(cfg: RecipeConfig, ship: Path, log) -> Path:
         card = json.loads(card_path.read_text())
     card.pop("guidance_per_stage", None)  # a single recommended value replaces an earlier list
     card.update(pyramid_guidance_card(cfg), jump=cfg.pyramid_jump)
-    card_path.write_text(json.dumps(card, indent=2))
+    from core.checkpoints import shareable_paths
+
+    card_path.write_text(json.dumps(shareable_paths(card), indent=2))
     return out
 
 

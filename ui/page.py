@@ -137,7 +137,9 @@ def submit(prompt, negative_prompt, model, mode, schedule, guidance, seed, rando
     frames, height, width = views.parse_size(size or views.DEFAULT_SIZE)
     # the box still showing the model's recommendation: the server applies it to the plan that runs
     # (a per-stage recommendation would not fit the original, or a plan with other stages)
-    untouched = str(guidance or "").replace(" ", "") == model_guidance(model).replace(" ", "")
+    # (an emptied box names no guidance either)
+    text = str(guidance or "").replace(" ", "")
+    untouched = not text or text == model_guidance(model).replace(" ", "")
     guidance_value = None if untouched else views.parse_guidance(guidance)
     if random_seed or seed is None or seed == "":
         seed_value = None

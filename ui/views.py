@@ -238,7 +238,8 @@ def run_card(row: dict, original: dict | None = None) -> str:
         f"**Run #{row['id']}** · {status_badge(row['status'])} · model `{model_label(row)}` · "
         f"{row['mode']} `{row['schedule']}` · seed `{row['seed']}` · "
         f"{row['frames']} x {row['height']} x {row['width']} · guidance "
-        f"{', '.join(f'{g:g}' for g in row.get('guidance') or [])}",
+        f"{', '.join(f'{g:g}' for g in row.get('guidance') or [])}"
+        + (f" ({row['guidance_source']})" if row.get("guidance_source") else ""),
         "",
         f"> {row['prompt']}",
         "",

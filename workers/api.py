@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import RequestError
+from core.text import check_text
 from db import checkpoints as db_checkpoints
 from db import jobs as db_jobs
 from db import queue
@@ -102,6 +103,10 @@ def _check_text(
         value = ""
     if not isinstance(value, str):
         raise ValidationError(f"{label} must be text; got {type(value).__name__}", field)
+    try:
+        check_text(value, field, label)  # core's rule: no control characters
+    except RequestError as exc:
+        raise ValidationError(str(exc), exc.field) from None
     text = value.strip()
     if required and not text:
         raise ValidationError(f"{label} is empty{empty}", field)
@@ -133,7 +138,8 @@ def _resolve_checkpoint(checkpoint: Any, model: str | None) -> tuple[dict | None
     if isinstance(checkpoint, int):
         row = db_checkpoints.get_checkpoint(checkpoint) if 1 <= checkpoint <= MAX_ID else None
     else:
-        row = db_checkpoints.find_checkpoint(checkpoint.strip())
+        name = _check_text(checkpoint, "checkpoint", "the checkpoint name", required=False, limit=MAX_NAME_CHARS)
+        row = db_checkpoints.find_checkpoint(name)
     if row is None:
         names = [c["name"] for c in db_checkpoints.list_checkpoints()][:10]
         hint = f"registered: {', '.join(names)}" if names else "no checkpoints are registered"
@@ -176,7 +182,7 @@ def _run_spec(
     width: Any,
 ) -> dict[str, Any]:
     """Validate one run's settings; returns the columns to insert."""
-    from core import GenerationRequest, RequestError, default_preset, recommended_guidance
+    from core import GenerationRequest, RequestError, default_preset, resolve_guidance
 
     prompt = _check_text(
         prompt, "prompt", "the prompt", required=True, limit=MAX_PROMPT_CHARS,
@@ -198,9 +204,8 @@ def _run_spec(
             DEFAULT_PYRAMID_SCHEDULE if mode != "original"
             else baseline_schedule(DEFAULT_PYRAMID_SCHEDULE)
         )
-    if guidance is None:
-        guidance = recommended_guidance(model, checkpoint_row["card"] if checkpoint_row else None,
-                                        stages=_stage_count(mode, schedule))
+    guidance, guidance_source = resolve_guidance(
+        guidance, model, checkpoint_row["card"] if checkpoint_row else None, stages=_stage_count(mode, schedule))
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ValidationError(
             f"seed must be a whole number from 0 to {MAX_SEED:,}; got {seed!r}", "seed"
@@ -222,6 +227,7 @@ def _run_spec(
         "mode": request.mode,
         "schedule": request.schedule,
         "guidance": [float(g) for g in request.guidance],
+        "guidance_source": guidance_source,
         "seed": request.seed,
         "frames": request.frames,
         "height": request.height,
@@ -375,6 +381,8 @@ def list_runs(
     if search is not None:
         search = _check_text(search, "search", "the search text", required=False,
                              limit=MAX_PROMPT_CHARS)
+    if model is not None:
+        model = _check_text(model, "model", "the model", required=False, limit=MAX_NAME_CHARS)
     page = db_runs.list_runs(
         status=statuses or None, model=model or None, search=search or None,
         comparison_id=comparison_id, limit=limit, offset=offset,
@@ -443,12 +451,17 @@ def rerun(run_id: int) -> dict[str, Any]:
         raise ValidationError(
             f"checkpoint {row['checkpoint_name']!r} used by run {run_id} was deleted", "checkpoint"
         )
-    return submit_run(
-        row["prompt"], negative_prompt=row["negative_prompt"], model=row["model"],
+    spec = _run_spec(
+        prompt=row["prompt"], negative_prompt=row["negative_prompt"], model=row["model"],
         checkpoint=row["checkpoint_id"], mode=row["mode"], schedule=row["schedule"],
         guidance=row["guidance"], seed=row["seed"], frames=row["frames"], height=row["height"],
         width=row["width"],
     )
+    # the same guidance, and the same account of where it came from
+    spec["guidance_source"] = row.get("guidance_source") or spec["guidance_source"]
+    (new,) = db_runs.add_runs([spec])
+    _send([new["id"]])
+    return new
 
 
 def queue_counts() -> dict[str, int]:
@@ -629,6 +642,9 @@ def submit_job(name: str, base: str, config: dict[str, Any] | None = None) -> di
     if db_checkpoints.find_checkpoint(name) is not None:
         raise ValidationError(f"A checkpoint named {name!r} already exists; choose another name.", "name")
     settings = {**(config or {}), "base": base, "name": name}
+    for key, value in settings.items():  # free-text settings (sample prompt, data, teacher...) too
+        if isinstance(value, str):
+            _check_text(value, str(key), f"setting {key!r}", required=False, limit=10 * MAX_PROMPT_CHARS)
     # A job names no server paths of its own choosing: its checkpoint and cache go under the
     # data folder, and its data is the mini world or a folder inside the data folder.
     roots = allowed_roots()

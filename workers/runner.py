@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 REQUEST_FIELDS = (
     "prompt", "negative_prompt", "model", "mode", "schedule", "guidance", "seed", "frames",
-    "height", "width",
+    "height", "width", "guidance_source",
 )  # fmt: skip
 
 
@@ -97,7 +97,8 @@ def _request_for(row: dict[str, Any]):
     from core import GenerationRequest, RequestError
 
     try:
-        return GenerationRequest(**{k: row[k] for k in REQUEST_FIELDS}).validated()
+        # the stored guidance was resolved at submit time; its source travels with it into the report
+        return GenerationRequest(**{k: row.get(k) for k in REQUEST_FIELDS}).validated()
     except RequestError as exc:
         raise _Stopped(Status.FAILED.value, f"The run's settings are not valid: {exc}") from None
 

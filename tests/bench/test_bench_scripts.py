@@ -22,6 +22,18 @@ def test_flops_bench_matches_the_paper_table():
     assert "(+0.00%)" in out or "(-0.00%)" in out, "measured and analytic counts agree"
 
 
+def test_mini_world_rows_get_the_recommended_guidance_through_core_and_say_where_from():
+    if not (ROOT / "models" / "mini-pyramidal" / "card.json").is_file():
+        import pytest
+
+        pytest.skip("the mini models are not shipped")
+    rows = json.loads(_run("bench/mini_world.py", "--guidance-only").strip().splitlines()[-1])
+    assert rows == {"guidance": 1.5, "guidance_source": "preset card",
+                    "pyramid_guidance": [1.0, 1.0, 1.5], "pyramid_guidance_source": "checkpoint card"}
+    given = json.loads(_run("bench/mini_world.py", "--guidance-only", "--pyramid-guidance", "2").splitlines()[-1])
+    assert (given["pyramid_guidance"], given["pyramid_guidance_source"]) == (2.0, "request")
+
+
 def test_gpu_check_runs_as_a_cpu_smoke_test(tmp_path):
     out_json = tmp_path / "gpu.json"
     _run("bench/gpu_check.py", "--device", "cpu", "--layers", "1", "--frames", "17", "--height", "64",

@@ -148,3 +148,14 @@ def test_teacher_clips_record_how_they_were_made(tiny):
     b = teacher_clips(["x"], teacher, frames=17, height=32, width=32, schedule="0-0-2", guidance=3.0, seed=7)
     assert a[0].source != b[0].source and a[0].source.endswith(":7")  # the cache never mixes them up
     assert "0-0-2" in a[0].source and "g1.5" in a[0].source
+
+
+def test_teacher_clips_without_guidance_use_the_teachers_recommendation(tiny):
+    from core.pipeline import PyramidalWanPipeline
+    from finetune.data import teacher_clips
+
+    teacher = PyramidalWanPipeline.from_components(tiny(), name="tiny")
+    assert "g5:" in teacher_clips(["x"], teacher, frames=17, height=32, width=32, schedule="0-0-2")[0].source
+    teacher.info["checkpoint"] = {"base": "tiny", "kind": "full", "guidance": 2.5}  # as load_pipeline sets it
+    clip = teacher_clips(["x"], teacher, frames=17, height=32, width=32, schedule="0-0-2", seed=7)[0]
+    assert clip.source.endswith(":g2.5:7")
