@@ -326,8 +326,8 @@ def train(cfg: TinyDecoderTrainConfig | dict, log: Callable[[str], None] = print
           should_stop: Callable[[int], bool] | None = None) -> dict | None:
     """Build the cache if needed, train (or continue) to ``cfg.steps``, evaluate on the held-out
     clips, and write the decoder folder with its card; returns the card. ``should_stop(step)``,
-    asked after every step, interrupts the job: its state is saved (run again to continue) and
-    None is returned."""
+    asked after every step, interrupts the job (so does a file ``OUT/train/STOP``): its state is
+    saved (run again to continue) and None is returned."""
     from core.presets import build_components
     from core.tiny_decoder import TinyDecoderConfig, TinyVideoDecoder
 
@@ -402,7 +402,9 @@ def train(cfg: TinyDecoderTrainConfig | dict, log: Callable[[str], None] = print
             log(f"eval step {step}: {json.dumps(evals[-1])}")
         if step % cfg.save_every == 0 or step == cfg.steps:
             save_state()
-        if should_stop is not None and step < cfg.steps and should_stop(step):
+        stop_file = work / "STOP"  # touch it to interrupt a background job cleanly
+        if step < cfg.steps and ((should_stop is not None and should_stop(step)) or stop_file.is_file()):
+            stop_file.unlink(missing_ok=True)
             save_state()
             log(f"stopped at step {step}; run again to continue")
             return None
