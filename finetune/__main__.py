@@ -129,6 +129,9 @@ def tiny_decoder_main(args) -> int:
     except TinyDecoderConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if card is None:  # interrupted (a STOP file): the state is saved
+        print(json.dumps({"out": args.out, "status": "stopped"}))
+        return 0
     print(json.dumps({"out": args.out, "steps": card["steps"], "heldout": card["heldout"]}, indent=1))
     return 0
 

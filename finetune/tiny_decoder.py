@@ -55,8 +55,8 @@ class TinyDecoderTrainConfig:
     frames: int = 17
     height: int = 128
     width: int = 128
-    widths: list[int] = field(default_factory=lambda: [64, 48, 32, 16])
-    blocks: list[int] = field(default_factory=lambda: [2, 1, 1, 1])
+    widths: list[int] = field(default_factory=lambda: [64, 32, 16])  # latent, x2, x4 resolution
+    blocks: list[int] = field(default_factory=lambda: [2, 0, 0])
     eval_clips: int = 16
     eval_every: int = 500
     save_every: int = 250
