@@ -5,6 +5,9 @@ folder of captioned videos, a prompts file (with ``--teacher PRESET``) or ``worl
 world, generated in code). Running the same command again resumes from the last checkpoint.
 Under several GPUs: ``accelerate launch -m finetune pyramidal ...``.
 
+``python -m finetune tiny-decoder --base mini --data world:N --steps S --out models/mini-tiny-decoder``
+distils the base preset's VAE decoder into a tiny one (``finetune.tiny_decoder``; resumable too).
+
 Register the result for the studio with ``workers.api.register_checkpoint(path, base, name)`` (or
 queue the job through ``workers.api.submit_job``, which registers it when it ends).
 """
@@ -70,7 +73,67 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--cache-dir", default=None)
     t.add_argument("--device", default=None)
     t.add_argument("--name", default="")
+    _add_tiny_decoder(sub)
     return p
+
+
+def _add_tiny_decoder(sub) -> None:
+    from finetune.tiny_decoder import TinyDecoderTrainConfig
+
+    d = TinyDecoderTrainConfig()
+    t = sub.add_parser("tiny-decoder", help="distil the base VAE decoder into a tiny convolutional one (issue 18)")
+    t.add_argument("--base", default=d.base, help="preset whose VAE latents it decodes (default %(default)s)")
+    t.add_argument("--data", default=d.data, help="world:N (mini-world clips) or a folder of videos")
+    t.add_argument("--steps", type=int, default=d.steps)
+    t.add_argument("--out", required=True, help="decoder folder, or a name under $PWAN_DATA_DIR/checkpoints")
+    t.add_argument("--batch", type=int, default=d.batch, help="clips per step")
+    t.add_argument("--crop", type=int, default=d.crop, help="latent crop size per clip (0: whole clips)")
+    t.add_argument("--lr", type=float, default=d.lr)
+    t.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    t.add_argument("--grad-weight", type=float, default=d.grad_weight, help="weight of the gradient-difference term")
+    t.add_argument("--clip-weight", type=float, default=d.clip_weight, help="weight of the real clip as a 2nd target")
+    t.add_argument("--widths", default=",".join(map(str, d.widths)), help="channels at latent, x2, x4 resolution")
+    t.add_argument("--blocks", default=",".join(map(str, d.blocks)), help="residual blocks at each resolution")
+    t.add_argument("--frames", type=int, default=d.frames)
+    t.add_argument("--height", type=int, default=d.height)
+    t.add_argument("--width", type=int, default=d.width)
+    t.add_argument("--eval-clips", type=int, default=d.eval_clips)
+    t.add_argument("--eval-every", type=int, default=d.eval_every)
+    t.add_argument("--save-every", type=int, default=d.save_every)
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--device", default=None)
+
+
+def tiny_decoder_config_from_args(args):
+    from finetune.tiny_decoder import TinyDecoderConfigError, TinyDecoderTrainConfig
+
+    def ints(name: str) -> list[int]:
+        try:
+            return [int(x) for x in getattr(args, name).split(",")]
+        except ValueError:
+            raise TinyDecoderConfigError(f"--{name} {getattr(args, name)!r}: write three whole numbers like 64,32,16") from None
+
+    return TinyDecoderTrainConfig(
+        base=args.base, data=args.data, out=out_folder(args.out), steps=args.steps, batch=args.batch, crop=args.crop,
+        lr=args.lr, warmup_steps=args.warmup_steps, grad_weight=args.grad_weight, clip_weight=args.clip_weight,
+        widths=ints("widths"), blocks=ints("blocks"), frames=args.frames, height=args.height, width=args.width,
+        eval_clips=args.eval_clips, eval_every=args.eval_every, save_every=args.save_every, seed=args.seed,
+        device=args.device)
+
+
+def tiny_decoder_main(args) -> int:
+    from finetune.tiny_decoder import TinyDecoderConfigError, train
+
+    try:
+        card = train(tiny_decoder_config_from_args(args), log=lambda s: print(s, flush=True))
+    except TinyDecoderConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if card is None:  # interrupted (a STOP file): the state is saved
+        print(json.dumps({"out": args.out, "status": "stopped"}))
+        return 0
+    print(json.dumps({"out": args.out, "steps": card["steps"], "heldout": card["heldout"]}, indent=1))
+    return 0
 
 
 def config_from_args(args) -> "TrainConfig":  # noqa: F821
@@ -106,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     from finetune.pyramidal import ConfigError, train, validate_config
 
     args = _parser().parse_args(argv)
+    if args.command == "tiny-decoder":
+        return tiny_decoder_main(args)
     try:
         cfg = validate_config(config_from_args(args))
     except ConfigError as exc:

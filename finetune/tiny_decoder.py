@@ -1,0 +1,432 @@
+"""Distil a base preset's VAE decoder into a :class:`core.tiny_decoder.TinyVideoDecoder` (issue 18).
+
+``python -m finetune tiny-decoder --base mini --data world:N --steps S --out FOLDER``.
+
+Data: every clip (``world:N`` mini-world clips, seeds ``0 .. N-1``, or a folder of videos) is fitted
+to the training shape, encoded with the base VAE (normalised latents, as the sampler returns them)
+and decoded again by the full VAE decoder; the triplets (latent, full decode, clip) are cached in
+``FOLDER/train/cache`` in parts of ``vae_batch`` clips, so an interrupted or resumed job never
+encodes a clip twice. Held-out clips (world seeds ``20,000,000 + i``, which training never uses; for
+a folder, its last ``eval_clips`` videos) are cached the same way.
+
+Loss: L1 against the full decoder's pixels plus a gradient-difference term (spatial and temporal
+finite differences, L1), optionally plus ``clip_weight`` times the same against the real clip.
+AdamW, cosine learning rate. State (model, optimiser, step, RNG) is saved in ``FOLDER/train`` every
+``save_every`` steps; running the same command again continues from it. The folder itself holds
+what ships: ``config.json``, ``model.safetensors`` and ``card.json`` (relative paths only).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+HELDOUT_SEED = 20_000_000
+CACHE_VERSION = 1
+
+
+class TinyDecoderConfigError(ValueError):
+    """A training setting that cannot work (the message says which and why)."""
+
+
+@dataclass
+class TinyDecoderTrainConfig:
+    base: str = "mini"
+    data: str = "world:512"
+    out: str = "models/mini-tiny-decoder"
+    steps: int = 3000
+    batch: int = 4  # clips per step
+    crop: int = 0  # latent crop size per clip (0: whole clip); pixels crop = 8 * crop
+    lr: float = 2e-3
+    lr_min_ratio: float = 0.05
+    warmup_steps: int = 50
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    grad_weight: float = 1.0  # gradient-difference term
+    clip_weight: float = 0.0  # the real clip as a second target
+    frames: int = 17
+    height: int = 128
+    width: int = 128
+    widths: list[int] = field(default_factory=lambda: [64, 32, 16])  # latent, x2, x4 resolution
+    blocks: list[int] = field(default_factory=lambda: [2, 0, 0])
+    eval_clips: int = 16
+    eval_every: int = 500
+    save_every: int = 250
+    vae_batch: int = 8
+    seed: int = 0
+    device: str | None = None
+    cache_dir: str | None = None  # default: OUT/train/cache
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TinyDecoderTrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def validate(cfg: TinyDecoderTrainConfig) -> TinyDecoderTrainConfig:
+    """Refuse settings that cannot train, naming the field."""
+    if cfg.steps < 1 or cfg.batch < 1 or cfg.vae_batch < 1 or cfg.save_every < 1:
+        raise TinyDecoderConfigError("steps, batch, vae_batch and save_every must be at least 1")
+    if (cfg.frames - 1) % 4 or cfg.height % 8 or cfg.width % 8:
+        raise TinyDecoderConfigError(
+            f"shape {cfg.frames}x{cfg.height}x{cfg.width}: frames must be 1 + 4k and height, width multiples of 8")
+    if cfg.crop and (cfg.crop * 8 > min(cfg.height, cfg.width) or cfg.crop < 2):
+        raise TinyDecoderConfigError(f"crop {cfg.crop} latent pixels does not fit {cfg.height}x{cfg.width}")
+    if not (cfg.lr > 0 and 0 <= cfg.lr_min_ratio <= 1 and cfg.grad_weight >= 0 and cfg.clip_weight >= 0):
+        raise TinyDecoderConfigError("lr must be positive, lr_min_ratio in [0, 1], loss weights >= 0")
+    if not cfg.data.startswith("world:") and not Path(cfg.data).expanduser().is_dir():
+        raise TinyDecoderConfigError(f"data {cfg.data!r}: write world:N or name a folder of videos")
+    if cfg.data.startswith("world:"):
+        try:
+            n = int(cfg.data.split(":", 1)[1])
+        except ValueError:
+            raise TinyDecoderConfigError(f"data {cfg.data!r}: N in world:N must be a whole number") from None
+        if n < 1:
+            raise TinyDecoderConfigError("world:N needs N >= 1")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- data
+def _sources(cfg: TinyDecoderTrainConfig):
+    """(training clips, held-out clips) as ``finetune.data.Clip`` lists."""
+    from finetune.data import folder_clips, world_clips
+
+    if cfg.data.startswith("world:"):
+        n = int(cfg.data.split(":", 1)[1])
+        return world_clips(n, seed=0), world_clips(cfg.eval_clips, seed=HELDOUT_SEED)
+    clips, _ = folder_clips(cfg.data)
+    if len(clips) <= cfg.eval_clips:
+        raise TinyDecoderConfigError(f"{cfg.data} holds {len(clips)} usable videos: need more than "
+                                     f"eval_clips={cfg.eval_clips} (the last ones are held out)")
+    return clips[:-cfg.eval_clips], clips[-cfg.eval_clips:]
+
+
+def _cache_key(cfg: TinyDecoderTrainConfig) -> dict:
+    """What the cached parts depend on. ``world:N`` for any N shares one cache (its clips are the
+    first N seeds, so a smaller N reads a prefix of the parts and a larger one adds parts)."""
+    source = "world" if cfg.data.startswith("world:") else str(Path(cfg.data).expanduser().resolve())
+    return {"version": CACHE_VERSION, "base": cfg.base, "source": source, "eval_clips": cfg.eval_clips,
+            "shape": [cfg.frames, cfg.height, cfg.width], "vae_batch": cfg.vae_batch}
+
+
+@torch.no_grad()
+def full_decode(vae, latents: torch.Tensor) -> torch.Tensor:
+    """The full VAE decoder's pixels in [-1, 1] for normalised latents (as ``decode_batch``)."""
+    p = next(vae.parameters())
+    x = latents.to(p.device, p.dtype)
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(x)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(x)
+    return vae.decode(x * std + mean, return_dict=False)[0].clamp(-1, 1).float().cpu()
+
+
+def to_uint8_frames(video: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, F, H, W)`` in [-1, 1] -> uint8 ``(B, F, H, W, 3)``, rounded as ``decode_batch`` does."""
+    x = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 4, 1).contiguous()
+
+
+def from_uint8_frames(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, F, H, W, 3)`` -> float ``(B, 3, F, H, W)`` in [-1, 1]."""
+    return frames.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
+
+
+def cache_folder(cfg: TinyDecoderTrainConfig) -> Path:
+    return Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out) / "train" / "cache"
+
+
+def build_cache(cfg: TinyDecoderTrainConfig, get_vae: Callable[[], object],
+                log: Callable[[str], None] = print) -> Path:
+    """Encode and fully decode every training and held-out clip once, in parts of ``vae_batch``
+    clips (``{train,heldout}-NNNNN.pt`` in :func:`cache_folder`); parts already there are kept, and
+    the VAE (``get_vae()``) is only loaded when one is missing. ``vae.json`` keeps the VAE's latent
+    channels and normalisation for the decoder's config."""
+    from finetune.data import ClipError, encode_video, fit_frames, to_video_tensor
+
+    folder = cache_folder(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    key_file = folder / "key.json"
+    key = _cache_key(cfg)
+    if key_file.is_file() and json.loads(key_file.read_text()) != key:
+        raise TinyDecoderConfigError(f"{folder} caches other data ({key_file.read_text().strip()}); "
+                                     "remove it or choose another --out")
+    key_file.write_text(json.dumps(key))
+    train_clips, held = _sources(cfg)
+    vae = None
+    for split, clips in (("heldout", held), ("train", train_clips)):
+        parts = math.ceil(len(clips) / cfg.vae_batch)
+        for p in range(parts):
+            path = folder / f"{split}-{p:05d}.pt"
+            if path.is_file():
+                continue
+            if vae is None:
+                vae = get_vae()
+                (folder / "vae.json").write_text(json.dumps(
+                    {"z_dim": int(vae.config.z_dim), "latents_mean": [float(v) for v in vae.config.latents_mean],
+                     "latents_std": [float(v) for v in vae.config.latents_std]}))
+            t0 = time.perf_counter()
+            pixels, names = [], []
+            for clip in clips[p * cfg.vae_batch:(p + 1) * cfg.vae_batch]:
+                try:
+                    frames = fit_frames(clip.load(), cfg.frames, cfg.height, cfg.width)
+                except (ClipError, OSError, ValueError) as exc:
+                    log(f"skipped {clip.name}: {exc}")
+                    continue
+                pixels.append(to_video_tensor(frames))
+                names.append(clip.name)
+            if not pixels:
+                torch.save({"names": []}, path)
+                continue
+            video = torch.stack(pixels)
+            latents = encode_video(vae, video)
+            decoded = full_decode(vae, latents)
+            tmp = path.with_suffix(".tmp")
+            torch.save({"names": names, "latents": latents, "full": to_uint8_frames(decoded),
+                        "clip": to_uint8_frames(video)}, tmp)
+            tmp.replace(path)
+            log(f"cache {split} part {p + 1}/{parts}: {len(names)} clips in {time.perf_counter() - t0:.1f} s")
+    return folder
+
+
+def load_cache(folder: Path, split: str, count: int, vae_batch: int) -> dict:
+    """The first ``count`` clips' cached triplets of one split, concatenated: ``latents`` float,
+    ``full``/``clip`` uint8 ``(N, F, H, W, 3)``."""
+    paths = [folder / f"{split}-{p:05d}.pt" for p in range(math.ceil(count / vae_batch))]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise TinyDecoderConfigError(f"cache {folder} lacks {', '.join(missing)}: build it first")
+    parts = [torch.load(p) for p in paths]
+    parts = [p for p in parts if p.get("names")]
+    if not parts:
+        raise TinyDecoderConfigError(f"no usable {split} clips in {folder}")
+    out = {"names": [n for p in parts for n in p["names"]][:count],
+           **{k: torch.cat([p[k] for p in parts])[:count] for k in ("latents", "full", "clip")}}
+    return out
+
+
+# ----------------------------------------------------------------------------- loss
+def _crop(cfg: TinyDecoderTrainConfig, data: dict, idx: list[int], gen: torch.Generator):
+    """A batch of (latents, full, clip, mask): whole clips, or random ``crop`` x ``crop`` latent
+    windows with their 8x pixel windows. The mask drops the outer 8 pixels of every crop edge
+    that lies inside the frame: there the full decoder saw latents the crop cut away."""
+    lat = data["latents"][idx]
+    full = from_uint8_frames(data["full"][idx])
+    clip = from_uint8_frames(data["clip"][idx])
+    b, _, _, h, w = lat.shape
+    mask = torch.ones(b, 1, 1, h * 8, w * 8)
+    if not cfg.crop or cfg.crop >= min(h, w):
+        return lat, full, clip, mask
+    c, m = cfg.crop, 8
+    ys = torch.randint(0, h - c + 1, (b,), generator=gen).tolist()
+    xs = torch.randint(0, w - c + 1, (b,), generator=gen).tolist()
+    out = [[], [], [], []]
+    for i, (y, x) in enumerate(zip(ys, xs)):
+        py, px, pc = y * 8, x * 8, c * 8
+        out[0].append(lat[i, :, :, y:y + c, x:x + c])
+        out[1].append(full[i, :, :, py:py + pc, px:px + pc])
+        out[2].append(clip[i, :, :, py:py + pc, px:px + pc])
+        mk = torch.ones(1, 1, pc, pc)
+        if y > 0:
+            mk[..., :m, :] = 0
+        if y + c < h:
+            mk[..., -m:, :] = 0
+        if x > 0:
+            mk[..., :, :m] = 0
+        if x + c < w:
+            mk[..., :, -m:] = 0
+        out[3].append(mk)
+    return tuple(torch.stack(t) for t in out)
+
+
+def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, grad_weight: float):
+    """Masked L1 plus ``grad_weight`` times the L1 of the spatial (x, y) and temporal finite
+    differences: the difference term keeps edges and motion sharp where L1 alone blurs."""
+    def mean(x, m):
+        return (x * m).sum() / (m.expand_as(x).sum().clamp_min(1))
+
+    loss = mean((pred - target).abs(), mask)
+    if grad_weight:
+        gx = lambda v: v[..., :, 1:] - v[..., :, :-1]  # noqa: E731
+        gy = lambda v: v[..., 1:, :] - v[..., :-1, :]  # noqa: E731
+        gt = lambda v: v[:, :, 1:] - v[:, :, :-1]  # noqa: E731
+        g = mean((gx(pred) - gx(target)).abs(), mask[..., :, 1:] * mask[..., :, :-1])
+        g = g + mean((gy(pred) - gy(target)).abs(), mask[..., 1:, :] * mask[..., :-1, :])
+        if pred.shape[2] > 1:
+            g = g + mean((gt(pred) - gt(target)).abs(), mask)
+        loss = loss + grad_weight * g
+    return loss
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two videos in [-1, 1] (peak-to-peak 2), as ``finetune.mini_vae.psnr``."""
+    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2).pow(2).mean().item()
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+@torch.no_grad()
+def evaluate(model, held: dict, chunk: int = 2) -> dict:
+    """Mean per-clip PSNR of the tiny decoder against the full decoder and against the real clip,
+    and the full decoder's against the real clip, on the held-out triplets."""
+    was = model.training
+    model.eval()
+    tiny_full, tiny_clip, full_clip = [], [], []
+    for i in range(0, len(held["names"]), chunk):
+        pred = model.decode(held["latents"][i:i + chunk]).cpu()
+        full = from_uint8_frames(held["full"][i:i + chunk])
+        clip = from_uint8_frames(held["clip"][i:i + chunk])
+        for j in range(pred.shape[0]):
+            tiny_full.append(psnr(pred[j], full[j]))
+            tiny_clip.append(psnr(pred[j], clip[j]))
+            full_clip.append(psnr(full[j], clip[j]))
+    model.train(was)
+    return {"clips": len(tiny_full), "psnr_tiny_vs_full": float(np.mean(tiny_full)),
+            "psnr_tiny_vs_clip": float(np.mean(tiny_clip)), "psnr_full_vs_clip": float(np.mean(full_clip))}
+
+
+def learning_rate(cfg: TinyDecoderTrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine from ``lr`` down to ``lr * lr_min_ratio``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = min(max(step - cfg.warmup_steps, 0) / max(cfg.steps - cfg.warmup_steps - 1, 1), 1.0)
+    return cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+# ----------------------------------------------------------------------------- training
+def _resume_key(cfg: TinyDecoderTrainConfig) -> dict:
+    """Settings a resumed job must share with the one that wrote the state (steps may grow)."""
+    d = cfg.to_dict()
+    for k in ("steps", "out", "device", "eval_every", "save_every", "cache_dir"):
+        d.pop(k)
+    return d
+
+
+def _rng_state(gen: torch.Generator) -> dict:
+    return {"gen": gen.get_state(), "torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "python": random.getstate()}
+
+
+def _set_rng_state(gen: torch.Generator, state: dict) -> None:
+    gen.set_state(state["gen"])
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def train(cfg: TinyDecoderTrainConfig | dict, log: Callable[[str], None] = print,
+          should_stop: Callable[[int], bool] | None = None) -> dict | None:
+    """Build the cache if needed, train (or continue) to ``cfg.steps``, evaluate on the held-out
+    clips, and write the decoder folder with its card; returns the card. ``should_stop(step)``,
+    asked after every step, interrupts the job (so does a file ``OUT/train/STOP``): its state is
+    saved (run again to continue) and None is returned."""
+    from core.presets import build_components
+    from core.tiny_decoder import TinyDecoderConfig, TinyVideoDecoder
+
+    cfg = validate(TinyDecoderTrainConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg)
+    out = Path(cfg.out)
+    work = out / "train"
+    work.mkdir(parents=True, exist_ok=True)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    t_cache = time.perf_counter()
+    cache = build_cache(cfg, lambda: build_components(cfg.base, "cpu").vae, log)
+    vae_info = json.loads((cache / "vae.json").read_text())
+    cache_seconds = time.perf_counter() - t_cache
+    train_clips, held_clips = _sources(cfg)
+    data = load_cache(cache, "train", len(train_clips), cfg.vae_batch)
+    held = load_cache(cache, "heldout", len(held_clips), cfg.vae_batch)
+    log(f"{len(data['names'])} training clips, {len(held['names'])} held out")
+
+    torch.manual_seed(cfg.seed)
+    dcfg = TinyDecoderConfig(latent_channels=vae_info["z_dim"], widths=list(cfg.widths), blocks=list(cfg.blocks),
+                             latent_space=cfg.base, latents_mean=vae_info["latents_mean"],
+                             latents_std=vae_info["latents_std"])
+    model = TinyVideoDecoder(dcfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, compute, history, evals = 0, 0.0, [], []
+    state_path = work / "state.pt"
+    if state_path.is_file():
+        state = torch.load(state_path, weights_only=False)
+        if state["key"] != _resume_key(cfg):
+            raise TinyDecoderConfigError(f"{state_path} was written with other settings; use another --out "
+                                         "or remove its train/ folder to start again")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        _set_rng_state(gen, state["rng"])
+        step, compute, history, evals = state["step"], state["compute_seconds"], state["history"], state["evals"]
+        log(f"resumed at step {step}")
+
+    def save_state() -> None:
+        tmp = work / "state.tmp"
+        torch.save({"key": _resume_key(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "rng": _rng_state(gen), "step": step, "compute_seconds": compute, "history": history,
+                    "evals": evals}, tmp)
+        tmp.replace(state_path)
+
+    n = len(data["names"])
+    window: list[float] = []
+    while step < cfg.steps:
+        t0 = time.perf_counter()
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        idx = torch.randint(0, n, (cfg.batch,), generator=gen).tolist()
+        lat, full, clip, mask = (t.to(device) for t in _crop(cfg, data, idx, gen))
+        pred = model(lat)
+        loss = reconstruction_loss(pred, full, mask, cfg.grad_weight)
+        if cfg.clip_weight:
+            loss = loss + cfg.clip_weight * reconstruction_loss(pred, clip, mask, cfg.grad_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        compute += time.perf_counter() - t0
+        window.append(loss.item())
+        history.append(window[-1])
+        if step % 25 == 0 or step == cfg.steps:
+            log(f"step {step}/{cfg.steps}  loss {np.mean(window):.4f}  lr {learning_rate(cfg, step - 1):.2e}  "
+                f"{compute:.0f} s")
+            window = []
+        if step % cfg.eval_every == 0 and step < cfg.steps:
+            evals.append({"step": step, **evaluate(model, held)})
+            log(f"eval step {step}: {json.dumps(evals[-1])}")
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            save_state()
+        stop_file = work / "STOP"  # touch it to interrupt a background job cleanly
+        if step < cfg.steps and ((should_stop is not None and should_stop(step)) or stop_file.is_file()):
+            stop_file.unlink(missing_ok=True)
+            save_state()
+            log(f"stopped at step {step}; run again to continue")
+            return None
+
+    final = evaluate(model, held)
+    if not evals or evals[-1]["step"] != step:
+        evals.append({"step": step, **final})
+    log(f"held out: {json.dumps(final)}")
+    model.eval()
+    model.save(out)
+    card = {"kind": "tiny-decoder", "base": cfg.base, "latent_space": cfg.base, "data": cfg.data,
+            "heldout": {"seeds": f"world:{HELDOUT_SEED}+" if cfg.data.startswith("world:") else "last clips of the folder",
+                        **final},
+            "steps": step, "compute_seconds": round(compute, 1), "cache_seconds": round(cache_seconds, 1),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "gflops_per_video": round(model.flops((1, dcfg.latent_channels, (cfg.frames - 1) // 4 + 1,
+                                                   cfg.height // 8, cfg.width // 8)) / 1e9, 3),
+            "losses": {str(s): round(float(np.mean(history[max(s - 25, 0):s])), 5)
+                       for s in sorted({*range(25, step + 1, 25), step}) if s <= len(history)}, "evals": evals,
+            "train": {k: v for k, v in cfg.to_dict().items() if k not in ("out", "device", "cache_dir")}}
+    if not cfg.data.startswith("world:"):
+        card["data"] = Path(cfg.data).name  # never an absolute path
+        card["train"]["data"] = card["data"]
+    (out / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+    return card
