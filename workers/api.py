@@ -459,9 +459,10 @@ def rerun(run_id: int) -> dict[str, Any]:
     )
     # the same guidance, and the same account of where it came from
     spec["guidance_source"] = row.get("guidance_source") or spec["guidance_source"]
-    (new,) = db_runs.add_runs([spec])
+    token, digest = new_cancel_token()
+    (new,) = db_runs.add_runs([spec], cancel_token_hashes=[digest])
     _send([new["id"]])
-    return new
+    return {**new, "cancel_token": token}
 
 
 def queue_counts() -> dict[str, int]:
