@@ -90,12 +90,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m db.migrate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="SQLAlchemy URL (default: PWAN_DATABASE_URL, else the SQLite file in PWAN_DATA_DIR)")
     args = parser.parse_args(argv)
-    from db.session import dispose_engines, get_engine
+    from sqlalchemy import create_engine, make_url
 
-    engine = get_engine(args.url)  # creating the engine migrates it
-    with engine.connect() as connection:
-        print(f"{engine.url.render_as_string(hide_password=True)}: at revision {current(connection)} (head {head()})")
-    dispose_engines()
+    from db.config import database_url
+
+    # a plain engine (not db.session's tuned pair): a one-off command needs no pool, and db.session
+    # itself imports this module to migrate every engine it makes
+    url = args.url or database_url()
+    if url.startswith("sqlite") and make_url(url).database not in (None, "", ":memory:"):
+        Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
+    try:
+        upgrade(engine)
+        with engine.connect() as connection:
+            print(f"{engine.url.render_as_string(hide_password=True)}: at revision {current(connection)} (head {head()})")
+    finally:
+        engine.dispose()
     return 0
 
 
