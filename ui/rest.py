@@ -47,19 +47,15 @@ class ApiError(Exception):
 
 
 # ---------------------------------------------------------------------------- bodies
-class RunIn(BaseModel):
-    """One run, with the names of ``python -m core.generate``."""
+class _VideoIn(BaseModel):
+    """What a run and a comparison share: the prompt, the model, the guidance, the seed, the shape."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "prompt": "a red circle moves to the right", "model": "tiny", "mode": "pyramidal",
-        "schedule": "2-2-1", "seed": 0, "frames": 17, "height": 128, "width": 128}]})
+    model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(description=f"what the video shows (1 to {service.MAX_PROMPT_CHARS:,} characters)")
     negative_prompt: str = ""
     model: str | None = Field(None, description="model preset; default: the server's (PWAN_MODEL)")
     checkpoint: int | str | None = Field(None, description="a registered checkpoint id or name")
-    mode: Literal["pyramidal", "original"] = "pyramidal"
-    schedule: str | None = Field(None, description="steps per stage, lowest resolution first: 20-20-10; 0-0-50 is the original")
     guidance: float | list[float] | None = Field(
         None, description="one value, or one per stage; default: the model's recommended (5 for Wan)")
     seed: int | None = Field(None, description=f"0 to {service.MAX_SEED:,}; default random")
@@ -68,22 +64,22 @@ class RunIn(BaseModel):
     width: Side = 128
 
 
-class ComparisonIn(BaseModel):
+class RunIn(_VideoIn):
+    """One run, with the names of ``python -m core.generate``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "prompt": "a red circle moves to the right", "model": "tiny", "mode": "pyramidal",
+        "schedule": "2-2-1", "seed": 0, "frames": 17, "height": 128, "width": 128}]})
+
+    mode: Literal["pyramidal", "original"] = "pyramidal"
+    schedule: str | None = Field(None, description="steps per stage, lowest resolution first: 20-20-10; 0-0-50 is the original")
+
+
+class ComparisonIn(_VideoIn):
     """The original model and the pyramidal one, same prompt and seed."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str
-    negative_prompt: str = ""
-    model: str | None = None
-    checkpoint: int | str | None = None
     schedule: str | None = Field(None, description="the pyramid's schedule")
     original_schedule: str | None = Field(None, description="default: one stage, same total steps")
-    guidance: float | list[float] | None = Field(None, description="default: the model's recommended")
-    seed: int | None = Field(None, description=f"0 to {service.MAX_SEED:,}; default random")
-    frames: Frames = 17
-    height: Side = 128
-    width: Side = 128
 
 
 class CheckpointIn(BaseModel):
