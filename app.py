@@ -66,14 +66,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    import service
     import workers
-    import workers.api
     from db.session import init_db
     from workers import config
 
     workers.configure()
     init_db()
-    for row in workers.api.register_shipped_checkpoints():
+    for row in service.register_shipped_checkpoints():
         print(f"registered the shipped checkpoint {row['name']} (over {row['base']})", flush=True)
     worker = None
     if not args.no_worker:

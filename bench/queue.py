@@ -6,7 +6,7 @@ For each broker, a fresh installation in a temporary folder (SQLite database) an
 worker (``celery -A workers worker --pool solo``, the tiny preset preloaded and warmed up):
 
 * latency: ``--samples`` runs submitted one at a time to an idle worker; submit-to-start is the
-  time from just before ``workers.api.submit_run`` to the run's ``started_at`` (written when the
+  time from just before ``service.submit_run`` to the run's ``started_at`` (written when the
   worker claims the row). Median and p95.
 * throughput: ``--burst`` runs submitted at once; runs per minute from the first submission to
   the last finished run.
@@ -43,11 +43,11 @@ def _parse(ts: str) -> dt.datetime:
 
 
 def _wait(run_id: int, timeout: float = 120.0) -> dict:
-    from workers import api
+    import service
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        row = api.get_run(run_id)
+        row = service.get_run(run_id)
         if row["status"] in FINAL:
             if row["status"] != "done":
                 raise RuntimeError(f"run {run_id} ended {row['status']}: {row['error']}")
@@ -66,7 +66,7 @@ def measure(broker: str, samples: int, burst: int, redis_url: str) -> dict:
     """Set up an installation for ``broker``, start a worker, and measure."""
     import workers
     from db.session import dispose_engines
-    from workers import api
+    import service
     from workers.embedded import EmbeddedWorker
 
     with tempfile.TemporaryDirectory(prefix=f"pwan-bench-{broker}-") as tmp:
@@ -95,16 +95,16 @@ def measure(broker: str, samples: int, burst: int, redis_url: str) -> dict:
             if not worker.wait_ready(120):
                 raise RuntimeError(f"the {broker} worker did not start; see {data}/workers")
             for i in range(2):  # warm: model loaded, code paths imported
-                _wait(api.submit_run("warm up", seed=i, **RUN)["id"], timeout=300)
+                _wait(service.submit_run("warm up", seed=i, **RUN)["id"], timeout=300)
 
             latencies = []
             for i in range(samples):
                 submitted = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-                row = _wait(api.submit_run(f"latency {i}", seed=i, **RUN)["id"])
+                row = _wait(service.submit_run(f"latency {i}", seed=i, **RUN)["id"])
                 latencies.append((_parse(row["started_at"]) - submitted).total_seconds())
 
             started = time.perf_counter()
-            ids = [api.submit_run(f"burst {i}", seed=i, **RUN)["id"] for i in range(burst)]
+            ids = [service.submit_run(f"burst {i}", seed=i, **RUN)["id"] for i in range(burst)]
             for run_id in ids:
                 _wait(run_id, timeout=600)
             elapsed = time.perf_counter() - started

@@ -8,6 +8,7 @@ prepare noise from the seed at full resolution, sample, decode; it returns frame
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import threading
 import time
@@ -29,6 +30,21 @@ from .text import check_text
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**32 - 1
 MODES = ("pyramidal", "original")
+
+
+def _checked_text(value, field: str, label: str, *, required: bool) -> str:
+    """A prompt's text, stripped: text (None counts as empty) with no control characters and at
+    most ``MAX_PROMPT_CHARS`` characters once stripped; ``required`` refuses an empty one."""
+    value = "" if value is None else value
+    if not isinstance(value, str):
+        raise RequestError(f"{label} must be text; got {type(value).__name__}", field)
+    text = check_text(value, field, label).strip()  # positions are counted in the text as given
+    if required and not text:
+        raise RequestError(f"{label} is empty: describe the video you want", field)
+    if len(text) > MAX_PROMPT_CHARS:
+        raise RequestError(f"{label} has {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} are "
+                           "allowed. Shorten it.", field)
+    return text
 
 
 @dataclass
@@ -83,26 +99,17 @@ class GenerationRequest:
         if self.guidance_source is not None and self.guidance_source not in GUIDANCE_SOURCES:
             raise RequestError(f"guidance_source must be one of: {', '.join(GUIDANCE_SOURCES)}; "
                                f"got {self.guidance_source!r}", "guidance_source")
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise RequestError("the prompt is empty: describe the video you want", "prompt")
-        check_text(self.prompt, "prompt", "the prompt")
-        if len(self.prompt) > MAX_PROMPT_CHARS:
-            raise RequestError(
-                f"the prompt has {len(self.prompt)} characters; at most {MAX_PROMPT_CHARS} are allowed", "prompt"
-            )
-        neg = self.negative_prompt or ""
-        if not isinstance(neg, str) or len(neg) > MAX_PROMPT_CHARS:
-            raise RequestError(f"the negative prompt must be text of at most {MAX_PROMPT_CHARS} characters",
-                               "negative_prompt")
-        check_text(neg, "negative_prompt", "the negative prompt")
+        prompt = _checked_text(self.prompt, "prompt", "the prompt", required=True)
+        neg = _checked_text(self.negative_prompt, "negative_prompt", "the negative prompt", required=False)
         models = known_models if known_models is not None else list_presets()
-        if self.model not in models:
+        if not isinstance(self.model, str) or self.model not in models:
             raise RequestError(f"unknown model {self.model!r}; choose one of: {', '.join(models)}", "model")
         if self.mode not in MODES:
             raise RequestError(f"mode must be 'pyramidal' or 'original'; got {self.mode!r}", "mode")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
-            nearest = min(max(int(self.seed), 0), MAX_SEED) if isinstance(self.seed, (int, float)) else 0
-            raise RequestError(f"seed must be a whole number from 0 to {MAX_SEED}; got {self.seed!r} "
+            finite = isinstance(self.seed, int) or (isinstance(self.seed, float) and math.isfinite(self.seed))
+            nearest = min(max(int(self.seed), 0), MAX_SEED) if finite else 0
+            raise RequestError(f"seed must be a whole number from 0 to {MAX_SEED:,}; got {self.seed!r} "
                                f"(nearest valid: {nearest})", "seed")
         plan = self.plan()
         if self.mode == "original" and not plan.is_baseline:
@@ -116,7 +123,7 @@ class GenerationRequest:
                                f"grid {plan.grid!r} needs mode 'pyramidal'", "grid")
         plan.validate_shape(self.frames, self.height, self.width)
         given = self.guidance is not None
-        return dataclasses.replace(self, prompt=self.prompt.strip(), negative_prompt=neg.strip(),
+        return dataclasses.replace(self, prompt=prompt, negative_prompt=neg,
                                    schedule=plan.schedule, guidance=list(plan.guidance) if given else None,
                                    guidance_source=(self.guidance_source or "request") if given else None)
 

@@ -8,8 +8,8 @@ Under several GPUs: ``accelerate launch -m finetune pyramidal ...``.
 ``python -m finetune tiny-decoder --base mini --data world:N --steps S --out models/mini-tiny-decoder``
 distils the base preset's VAE decoder into a tiny one (``finetune.tiny_decoder``; resumable too).
 
-Register the result for the studio with ``workers.api.register_checkpoint(path, base, name)`` (or
-queue the job through ``workers.api.submit_job``, which registers it when it ends).
+Register the result for the studio with ``service.register_checkpoint(path, base, name)`` (or
+queue the job through ``service.submit_job``, which registers it when it ends).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import service
 from ui import metrics, views
 
 _cache: dict[tuple, dict] = {}
@@ -11,11 +12,9 @@ _lock = threading.Lock()
 
 
 def _done_run(run_id: int) -> dict:
-    from workers import api
-
-    row = api.get_run(run_id)
+    row = service.get_run(run_id)
     if row["status"] != "done" or not row.get("output_path") or not Path(row["output_path"]).is_file():
-        raise api.ConflictError(f"Run {run_id} is {row['status']}: only finished runs with a video can be compared.")
+        raise service.ConflictError(f"Run {run_id} is {row['status']}: only finished runs with a video can be compared.")
     return row
 
 
@@ -49,10 +48,9 @@ def compare_runs(a_id: int, b_id: int) -> dict:
 def side_by_side(a_id: int, b_id: int) -> str:
     """The path of a labelled side-by-side mp4 of the two runs (written once, then reused)."""
     from core.video import read_frames, write_side_by_side
-    from workers import config
 
     a, b = _done_run(a_id), _done_run(b_id)
-    path = config.outputs_dir() / f"side-by-side-{a['id']}-{b['id']}.mp4"
+    path = service.side_by_side_path(a["id"], b["id"])
     if not path.is_file() or path.stat().st_mtime < max(Path(r["output_path"]).stat().st_mtime for r in (a, b)):
         videos = [read_frames(a["output_path"]), read_frames(b["output_path"])]
         labels = [f"#{r['id']} {r['mode']} {r['schedule']}" + (f" ({r['tflops']:.3g} TFLOPs)" if r.get("tflops") else "")

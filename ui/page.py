@@ -1,6 +1,6 @@
 """The Gradio page: Generate, Compare, History, Admin.
 
-The page never runs a model. It writes runs through :mod:`workers.api` and follows them by
+The page never runs a model. It writes runs through :mod:`service` and follows them by
 polling the database (a ``gr.Timer`` every 0.5 s while something is in flight). Videos are
 served by the REST API (``/api/runs/{id}/video``) and played by plain ``<video>`` elements,
 so two of them can play in step (``static/studio.js``).
@@ -31,9 +31,9 @@ DEFAULT_JOB_CONFIG = json.dumps({"data": "world:64", "steps": 50, "schedule": "2
 
 
 def _api():
-    from workers import api
+    import service
 
-    return api
+    return service
 
 
 class PageError(Exception):
@@ -41,19 +41,17 @@ class PageError(Exception):
 
 
 def friendly(fn):
-    """Turn workers.api errors and surprises into a gr.Error with a readable message."""
+    """Turn the service's errors and surprises into a gr.Error with a readable message."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        api = _api()
         try:
             return fn(*args, **kwargs)
-        except (api.ValidationError, api.NotFoundError, api.ConflictError, api.AuthError, PageError,
-                ValueError) as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
         except gr.Error:
             raise
-        except Exception as exc:  # noqa: BLE001 - logged with its traceback; the page gets a line
+        except Exception as exc:  # noqa: BLE001 - the person's mistakes are shown, bugs logged
+            if isinstance(exc, (PageError, ValueError)) or _api().is_user_error(exc):
+                raise gr.Error(str(exc), print_exception=False) from None
             log.exception("page action %s failed", fn.__name__)
             raise gr.Error(f"Something went wrong on the server ({type(exc).__name__}: {exc}). "
                            "The details are in the server log.", print_exception=False) from None
@@ -190,7 +188,7 @@ def follow(watch: dict | None):
                        for r, lab in zip(rows, labels))
 
     preview = ""
-    from workers.runner import preview_path
+    preview_path = _api().preview_path
 
     for r in rows:
         if r["mode"] == "pyramidal" and r["status"] in ("running", "done") and (

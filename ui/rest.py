@@ -24,11 +24,20 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+import service
+from core.plan import MAX_FRAMES, MAX_SIDE
 from ui.auth import admin_password, client_key, guard
 
-MAX_ID = 2**31 - 1
-SIDE_LIMIT = 10**6  # far past any valid shape; keeps arithmetic on huge numbers out
-Id = Annotated[int, PathParam(ge=1, le=MAX_ID, description="a positive id")]
+Id = Annotated[int, PathParam(ge=1, le=service.MAX_ROW_ID, description="a positive id")]
+QueryId = Annotated[int, Query(ge=1, le=service.MAX_ROW_ID)]
+Offset = Annotated[int, Query(ge=0, le=service.MAX_ROW_ID)]
+Limit = Annotated[int, Query(ge=1, le=service.MAX_PAGE)]
+Status = Literal["queued", "running", "done", "failed", "cancelled"]
+#: Bounds of a run's shape, from core's limits; core's rules say which shapes inside them fit a plan.
+Frames = Annotated[int, Field(ge=0, le=MAX_FRAMES, description=f"1 + a multiple of the plan's frame step, at most {MAX_FRAMES}")]
+Side = Annotated[int, Field(ge=0, le=MAX_SIDE, description=f"a multiple of the plan's size step, at most {MAX_SIDE}")]
+#: The header that asks a client for credentials, with a 401.
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="pwan admin", Bearer'}
 
 
 class ApiError(Exception):
@@ -38,43 +47,39 @@ class ApiError(Exception):
 
 
 # ---------------------------------------------------------------------------- bodies
-class RunIn(BaseModel):
+class _VideoIn(BaseModel):
+    """What a run and a comparison share: the prompt, the model, the guidance, the seed, the shape."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(description=f"what the video shows (1 to {service.MAX_PROMPT_CHARS:,} characters)")
+    negative_prompt: str = ""
+    model: str | None = Field(None, description="model preset; default: the server's (PWAN_MODEL)")
+    checkpoint: int | str | None = Field(None, description="a registered checkpoint id or name")
+    guidance: float | list[float] | None = Field(
+        None, description="one value, or one per stage; default: the model's recommended (5 for Wan)")
+    seed: int | None = Field(None, description=f"0 to {service.MAX_SEED:,}; default random")
+    frames: Frames = 17
+    height: Side = 128
+    width: Side = 128
+
+
+class RunIn(_VideoIn):
     """One run, with the names of ``python -m core.generate``."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "prompt": "a red circle moves to the right", "model": "tiny", "mode": "pyramidal",
         "schedule": "2-2-1", "seed": 0, "frames": 17, "height": 128, "width": 128}]})
 
-    prompt: str = Field(description="what the video shows (1 to 2,000 characters)")
-    negative_prompt: str = ""
-    model: str | None = Field(None, description="model preset; default: the server's (PWAN_MODEL)")
-    checkpoint: int | str | None = Field(None, description="a registered checkpoint id or name")
     mode: Literal["pyramidal", "original"] = "pyramidal"
     schedule: str | None = Field(None, description="steps per stage, lowest resolution first: 20-20-10; 0-0-50 is the original")
-    guidance: float | list[float] | None = Field(
-        None, description="one value, or one per stage; default: the model's recommended (5 for Wan)")
-    seed: int | None = Field(None, description="0 to 4,294,967,295; default random")
-    frames: int = Field(17, ge=-SIDE_LIMIT, le=SIDE_LIMIT)
-    height: int = Field(128, ge=-SIDE_LIMIT, le=SIDE_LIMIT)
-    width: int = Field(128, ge=-SIDE_LIMIT, le=SIDE_LIMIT)
 
 
-class ComparisonIn(BaseModel):
+class ComparisonIn(_VideoIn):
     """The original model and the pyramidal one, same prompt and seed."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str
-    negative_prompt: str = ""
-    model: str | None = None
-    checkpoint: int | str | None = None
     schedule: str | None = Field(None, description="the pyramid's schedule")
     original_schedule: str | None = Field(None, description="default: one stage, same total steps")
-    guidance: float | list[float] | None = Field(None, description="default: the model's recommended")
-    seed: int | None = None
-    frames: int = Field(17, ge=-SIDE_LIMIT, le=SIDE_LIMIT)
-    height: int = Field(128, ge=-SIDE_LIMIT, le=SIDE_LIMIT)
-    width: int = Field(128, ge=-SIDE_LIMIT, le=SIDE_LIMIT)
 
 
 class CheckpointIn(BaseModel):
@@ -105,21 +110,15 @@ class JobIn(BaseModel):
 
 # ---------------------------------------------------------------------------- errors
 def _call(fn, *args, **kwargs):
-    """Call workers.api, turning its errors into HTTP answers."""
-    from workers import api
-
+    """Call the service, answering its errors with their statuses (:data:`service.HTTP_STATUS`)."""
     try:
         return fn(*args, **kwargs)
-    except api.ValidationError as exc:
-        raise ApiError(422, str(exc), exc.field) from None
-    except api.NotFoundError as exc:
-        raise ApiError(404, str(exc)) from None
-    except api.ConflictError as exc:
-        raise ApiError(409, str(exc)) from None
-    except api.UnauthorizedError as exc:
-        raise ApiError(401, str(exc), exc.field, headers={"WWW-Authenticate": 'Basic realm="pwan admin", Bearer'}) from None
-    except api.ForbiddenError as exc:
-        raise ApiError(403, str(exc), exc.field) from None
+    except Exception as exc:
+        status = service.http_status(exc)
+        if status >= 500:
+            raise
+        raise ApiError(status, str(exc), service.error_field(exc),
+                       headers=CHALLENGE if status == 401 else None) from None
 
 
 def _pydantic_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -182,7 +181,7 @@ def request_client(request: Request) -> str:
 
 def _refuse(verdict) -> None:
     if verdict.reason == "missing":
-        raise ApiError(401, verdict.message, headers={"WWW-Authenticate": 'Basic realm="pwan admin", Bearer'})
+        raise ApiError(401, verdict.message, headers=CHALLENGE)
     if verdict.reason == "locked":
         raise ApiError(429, verdict.message, headers={"Retry-After": str(verdict.retry_after)})
     raise ApiError(403, verdict.message)
@@ -213,9 +212,7 @@ def _finite(value):
 def _video(row: dict, key: str, what: str) -> FileResponse:
     path = row.get(key)
     if key == "preview_path" and not path:
-        from workers.runner import preview_path
-
-        candidate = preview_path(row["id"])
+        candidate = service.preview_path(row["id"])
         path = str(candidate) if candidate.is_file() else None
     if not path or not Path(path).is_file():
         raise ApiError(404, f"Run {row['id']} has no {what} (status {row['status']}).")
@@ -223,18 +220,13 @@ def _video(row: dict, key: str, what: str) -> FileResponse:
                         content_disposition_type="inline")
 
 
-def build_router(worker=None) -> APIRouter:
-    """All ``/api`` routes. ``worker``: the embedded worker, if any (for /api/health)."""
-    from workers import api
-
-    r = APIRouter(prefix="/api")
-
+def _health_routes(r: APIRouter, worker) -> None:
     @r.get("/health", tags=["server"], summary="Is the server up; queue counts; the embedded worker")
     def health() -> dict:
         from core import default_preset
 
         try:
-            counts = api.queue_counts()
+            counts = service.queue_counts()
             database = "ok"
         except Exception as exc:  # noqa: BLE001 - health reports, never fails
             counts, database = {}, f"error: {type(exc).__name__}: {exc}"
@@ -247,47 +239,57 @@ def build_router(worker=None) -> APIRouter:
             "admin": admin_password() is not None,
         }
 
+
+def _run_routes(r: APIRouter) -> None:
     @r.post("/runs", status_code=201, tags=["runs"], summary="Queue a run; answers the run (with its id and its secret cancel_token)")
     def post_run(body: RunIn) -> dict:
         data = body.model_dump()
-        return _call(api.submit_run, data.pop("prompt"), **data)
+        return _call(service.submit_run, data.pop("prompt"), **data)
 
     @r.get("/runs", tags=["runs"], summary="Runs, newest first")
     def get_runs(
-        status: Annotated[list[Literal["queued", "running", "done", "failed", "cancelled"]] | None, Query()] = None,
-        model: Annotated[str | None, Query(max_length=64)] = None,
-        search: Annotated[str | None, Query(max_length=2000)] = None,
-        comparison_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+        status: Annotated[list[Status] | None, Query()] = None,
+        model: Annotated[str | None, Query(max_length=service.MAX_NAME_CHARS)] = None,
+        search: Annotated[str | None, Query(max_length=service.MAX_PROMPT_CHARS)] = None,
+        comparison_id: QueryId | None = None,
+        limit: Limit = 50,
+        offset: Offset = 0,
     ) -> dict:
-        return _call(api.list_runs, status=status, model=model, search=search,
+        return _call(service.list_runs, status=status, model=model, search=search,
                      comparison_id=comparison_id, limit=limit, offset=offset)
 
     @r.get("/runs/{run_id}", tags=["runs"], summary="One run: status, progress, report, error")
     def get_run(run_id: Id) -> dict:
-        return _call(api.get_run, run_id)
+        return _call(service.get_run, run_id)
 
+    @r.post("/runs/{run_id}/rerun", status_code=201, tags=["runs"], summary="Queue a new run with the same settings (answered with its own cancel_token)")
+    def rerun(run_id: Id) -> dict:
+        return _call(service.rerun, run_id)
+
+
+def _file_routes(r: APIRouter) -> None:
     @r.get("/runs/{run_id}/video", tags=["runs"], summary="The finished mp4",
            response_class=FileResponse, responses={200: {"content": {"video/mp4": {}}}})
     def get_video(run_id: Id):
-        return _video(_call(api.get_run, run_id), "output_path", "video yet")
+        return _video(_call(service.get_run, run_id), "output_path", "video yet")
 
     @r.get("/runs/{run_id}/preview", tags=["runs"], summary="The low-resolution preview (pyramidal runs)",
            response_class=FileResponse, responses={200: {"content": {"video/mp4": {}}}})
     def get_preview(run_id: Id):
-        return _video(_call(api.get_run, run_id), "preview_path", "preview yet")
+        return _video(_call(service.get_run, run_id), "preview_path", "preview yet")
 
     @r.get("/runs/{run_id}/still", tags=["runs"], summary="A small still (JPEG) of the finished video",
            response_class=FileResponse, responses={200: {"content": {"image/jpeg": {}}}})
     def get_still(run_id: Id):
-        row = _call(api.get_run, run_id)
+        row = _call(service.get_run, run_id)
         path = row.get("still_path")
         if not path or not Path(path).is_file():
             raise ApiError(404, f"Run {row['id']} has no still yet (status {row['status']}).")
         return FileResponse(path, media_type="image/jpeg", filename=f"run-{row['id']}.jpg",
                             content_disposition_type="inline")
 
+
+def _cancel_route(r: APIRouter) -> None:
     @r.post("/runs/{run_id}/cancel", tags=["runs"], summary="Cancel a queued or running run",
             description="Needs the run's cancel token (the `cancel_token` its submit answered) in "
                         "the `X-Cancel-Token` header, or the admin password (HTTP Basic or Bearer). "
@@ -309,78 +311,86 @@ def build_router(worker=None) -> APIRouter:
             admin = verdict.ok
             if not admin and not x_cancel_token:
                 _refuse(verdict)
-        return _call(api.cancel_run, run_id, x_cancel_token, admin=admin)
+        return _call(service.cancel_run, run_id, x_cancel_token, admin=admin)
 
-    @r.post("/runs/{run_id}/rerun", status_code=201, tags=["runs"], summary="Queue a new run with the same settings (answered with its own cancel_token)")
-    def rerun(run_id: Id) -> dict:
-        return _call(api.rerun, run_id)
+
+def _comparison_routes(r: APIRouter) -> None:
+    from ui import compare as cmp
 
     @r.post("/comparisons", status_code=201, tags=["comparisons"],
             summary="Queue the original and the pyramidal model on the same prompt and seed; each run in runs has its own cancel_token")
     def post_comparison(body: ComparisonIn) -> dict:
         data = body.model_dump()
-        return _call(api.submit_comparison, data.pop("prompt"), **data)
+        return _call(service.submit_comparison, data.pop("prompt"), **data)
 
     @r.get("/comparisons/{comparison_id}", tags=["comparisons"], summary="A comparison and its runs")
     def get_comparison(comparison_id: Id) -> dict:
-        return _call(api.get_comparison, comparison_id)
+        return _call(service.get_comparison, comparison_id)
 
     @r.get("/compare", tags=["comparisons"], summary="Compare two finished runs: costs and PSNR/SSIM")
-    def compare(a: Annotated[int, Query(ge=1, le=MAX_ID)], b: Annotated[int, Query(ge=1, le=MAX_ID)]) -> dict:
-        from ui import compare as cmp
-
+    def compare(a: QueryId, b: QueryId) -> dict:
         return _finite(_call(cmp.compare_runs, a, b))
 
     @r.get("/compare/video", tags=["comparisons"], summary="The two runs side by side, labelled (mp4)",
            response_class=FileResponse, responses={200: {"content": {"video/mp4": {}}}})
-    def compare_video(a: Annotated[int, Query(ge=1, le=MAX_ID)], b: Annotated[int, Query(ge=1, le=MAX_ID)]):
-        from ui import compare as cmp
-
+    def compare_video(a: QueryId, b: QueryId):
         path = _call(cmp.side_by_side, a, b)
         return FileResponse(path, media_type="video/mp4", filename=Path(path).name)
 
-    # -------------------------------------------------------------- admin
-    admin = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)], tags=["admin"])
 
+def _job_routes(admin: APIRouter) -> None:
     @admin.get("/jobs", summary="Finetune jobs, newest first")
-    def jobs(status: Annotated[Literal["queued", "running", "done", "failed", "cancelled"] | None, Query()] = None,
-             limit: Annotated[int, Query(ge=1, le=500)] = 50,
-             offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0) -> dict:
-        return _call(api.list_jobs, status=status, limit=limit, offset=offset)
+    def jobs(status: Annotated[Status | None, Query()] = None, limit: Limit = 50, offset: Offset = 0) -> dict:
+        return _call(service.list_jobs, status=status, limit=limit, offset=offset)
 
     @admin.get("/jobs/{job_id}", summary="One finetune job with its progress and losses")
     def job(job_id: Id) -> dict:
-        return _call(api.get_job, job_id)
+        return _call(service.get_job, job_id)
 
     @admin.post("/jobs/{job_id}/cancel", summary="Cancel a finetune job")
     def cancel_job(job_id: Id) -> dict:
-        return _call(api.cancel_job, job_id)
+        return _call(service.cancel_job, job_id)
 
-    if hasattr(api, "submit_job"):
-        @admin.post("/jobs", status_code=201, summary="Queue a finetune job")
-        def submit_job(body: JobIn) -> dict:
-            return _call(api.submit_job, body.name, body.base, body.config)
+    @admin.post("/jobs", status_code=201, summary="Queue a finetune job")
+    def submit_job(body: JobIn) -> dict:
+        return _call(service.submit_job, body.name, body.base, body.config)
 
+
+def _checkpoint_routes(admin: APIRouter) -> None:
     @admin.get("/checkpoints", summary="Model presets and registered checkpoints")
     def checkpoints() -> list[dict]:
-        return _call(api.list_checkpoints)
+        return _call(service.list_checkpoints)
 
     @admin.post("/checkpoints", status_code=201, summary="Register a checkpoint folder")
     def register(body: CheckpointIn) -> dict:
-        return _call(api.register_checkpoint, body.path, body.base, body.name, body.card,
-                     roots=api.allowed_roots())
+        return _call(service.register_checkpoint, body.path, body.base, body.name, body.card,
+                     roots=service.allowed_roots())
 
     @admin.patch("/checkpoints/{checkpoint_id}", summary="Rename a checkpoint")
     def rename(checkpoint_id: Id, body: RenameIn) -> dict:
-        return _call(api.rename_checkpoint, checkpoint_id, body.name)
+        return _call(service.rename_checkpoint, checkpoint_id, body.name)
 
     @admin.delete("/checkpoints/{checkpoint_id}", summary="Unregister a checkpoint (its folder stays)")
     def delete_checkpoint(checkpoint_id: Id) -> dict:
-        return _call(api.delete_checkpoint, checkpoint_id)
+        return _call(service.delete_checkpoint, checkpoint_id)
+
+
+def build_router(worker=None) -> APIRouter:
+    """All ``/api`` routes. ``worker``: the embedded worker, if any (for /api/health)."""
+    r = APIRouter(prefix="/api")
+    _health_routes(r, worker)
+    _run_routes(r)
+    _file_routes(r)
+    _cancel_route(r)
+    _comparison_routes(r)
+
+    admin = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)], tags=["admin"])
+    _job_routes(admin)
+    _checkpoint_routes(admin)
 
     @admin.delete("/runs/{run_id}", summary="Delete a run that is not running, and its video")
     def delete_run(run_id: Id) -> dict:
-        return _call(api.delete_run, run_id)
+        return _call(service.delete_run, run_id)
 
     r.include_router(admin)
     return r

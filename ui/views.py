@@ -1,4 +1,4 @@
-"""What the page shows, as plain functions of run rows (dicts from :mod:`workers.api`).
+"""What the page shows, as plain functions of run rows (dicts from :mod:`service`).
 
 Nothing here touches the database or Gradio, so every piece is easy to test.
 """
@@ -59,7 +59,7 @@ def valid_sizes(schedule: str) -> list[str]:
 
 
 def baseline_of(schedule: str) -> str:
-    from workers.api import ValidationError, baseline_schedule
+    from service import ValidationError, baseline_schedule
 
     try:
         return baseline_schedule(schedule)

@@ -1,11 +1,11 @@
-"""The run queue: Celery app, tasks, resident models, recovery, and the API the page uses.
+"""The run queue: the Celery app, its tasks, resident models and recovery.
 
 Start a worker (solo pool and concurrency 1 are the configured defaults)::
 
     celery -A workers worker -Q infer
 
 or let ``app.py`` start one (:class:`workers.embedded.EmbeddedWorker`). Submit and follow runs
-with :mod:`workers.api`.
+with :mod:`service`.
 """
 import sys
 from pathlib import Path

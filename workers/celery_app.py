@@ -15,7 +15,7 @@ from kombu import Queue
 from db.session import prepare_sqlite_file
 from workers import config
 
-app = Celery("pwan", include=["workers.tasks", "workers.lifecycle", "workers.train"])
+app = Celery("pwan", include=["workers.tasks", "workers.lifecycle"])
 
 
 def _set_sql_broker_polling(seconds: float) -> None:

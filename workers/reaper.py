@@ -23,7 +23,7 @@ from db import queue
 from db.broker import prune_delivered_messages
 from db.models import FinetuneJob, Run, utcnow
 from workers import config
-from workers.tasks import enqueue_jobs, enqueue_runs
+from workers.enqueue import enqueue_jobs, enqueue_runs
 
 log = logging.getLogger(__name__)
 

@@ -1,26 +1,20 @@
-"""Celery tasks, keyed by row id, and the functions that enqueue them.
+"""The Celery tasks, keyed by row id: ``generate`` (``infer`` queue) and ``finetune`` (``train``).
 
 Tasks are idempotent: the row decides. A task whose row is not ``queued`` (finished, cancelled,
 running elsewhere, deleted) returns at once, so a re-delivered or duplicated message never runs
-a generation twice.
+a generation twice. Messages are sent by :mod:`workers.enqueue`.
 """
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
 
-from db import queue
-from db.models import FinetuneJob, Run
-from workers import config
 from workers.celery_app import app
+from workers.enqueue import FINETUNE_TASK, GENERATE_TASK
+from workers.runner import execute_run
+from workers.train import execute_job
 
 log = logging.getLogger(__name__)
-
-GENERATE_TASK = "workers.tasks.generate"
-#: The finetune task on the ``train`` queue lives in :mod:`workers.train` (same pattern as
-#: ``generate``); it is sent by name, so senders need not import the training code.
-FINETUNE_TASK = "workers.tasks.finetune"
 
 
 def worker_id(hostname: str | None) -> str:
@@ -30,34 +24,13 @@ def worker_id(hostname: str | None) -> str:
 
 @app.task(name=GENERATE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
 def generate(self, run_id: int) -> str:
-    from workers.runner import execute_run
-
     outcome = execute_run(int(run_id), worker=worker_id(self.request.hostname))
     log.info("run %s: %s", run_id, outcome)
     return outcome
 
 
-def enqueue_runs(run_ids: Iterable[int]) -> list[int]:
-    """Send one ``generate`` message per run id (to the ``infer`` queue) and note the time.
-
-    Rows must be committed first. Returns the ids sent.
-    """
-    ids = [int(i) for i in run_ids]
-    with app.producer_or_acquire() as producer:
-        for run_id in ids:
-            generate.apply_async(args=(run_id,), queue=config.INFER_QUEUE, producer=producer)
-    queue.mark_enqueued(Run, ids)
-    return ids
-
-
-def enqueue_jobs(job_ids: Iterable[int]) -> list[int]:
-    """Send one finetune message per job id (to the ``train`` queue) and note the time."""
-    ids = [int(i) for i in job_ids]
-    if not ids:
-        return []
-    with app.producer_or_acquire() as producer:
-        for job_id in ids:
-            app.send_task(FINETUNE_TASK, args=(job_id,), queue=config.TRAIN_QUEUE,
-                          producer=producer)
-    queue.mark_enqueued(FinetuneJob, ids)
-    return ids
+@app.task(name=FINETUNE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+def finetune(self, job_id: int) -> str:
+    outcome = execute_job(int(job_id), worker=worker_id(self.request.hostname))
+    log.info("finetune job %s: %s", job_id, outcome)
+    return outcome

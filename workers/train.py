@@ -1,40 +1,38 @@
-"""The finetune task on the ``train`` queue: one admin finetune job, keyed by its row.
+"""Running one admin finetune job: the body of the ``finetune`` task, free of Celery.
 
-Same road as ``generate`` (:mod:`workers.runner`):
+Claim, heartbeat, stop and finish are the road every queue item takes
+(:mod:`workers.execution`); a job's own steps are:
 
-1. claim the job row (queued -> running); anything else means "already handled": skip
-2. check its config (a bad config fails the job with the message, before any work)
-3. train (:func:`finetune.pyramidal.train`) with a heartbeat; every step writes progress
+1. check its config (a bad config fails the job with the message, before any work)
+2. train (:func:`finetune.pyramidal.train`) with a heartbeat; every step writes progress
    (throttled) and appends the loss (total and per stage) to the row; a cancel stops the loop
    after a checkpoint, so the folder stays usable; a worker shutdown puts the job back in the
    queue and the next attempt resumes from the last checkpoint
-4. register the checkpoint (so the studio lists it) and finish the row with a report
+3. register the checkpoint (so the studio lists it) and finish the row with a report
 """
 from __future__ import annotations
 
 import logging
-import re
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 from db import checkpoints as db_checkpoints
 from db import jobs as db_jobs
-from db import queue
+from db.files import default_out_dir
 from db.models import FinetuneJob, Status
 from workers import config
-from workers.celery_app import app
+from workers.enqueue import enqueue_jobs
+from workers.execution import ItemKind, Stopped, execute
 from workers.progress import SHUTDOWN, Heartbeat
-from workers.tasks import FINETUNE_TASK, enqueue_jobs, worker_id
 
 log = logging.getLogger(__name__)
 
-
-def default_out_dir(name: str) -> str:
-    """``<PWAN_DATA_DIR>/checkpoints/<name as a file name>``."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "checkpoint"
-    return str(config.checkpoints_dir() / slug)
+JOB = ItemKind(
+    model=FinetuneJob, label="finetune job", enqueue=enqueue_jobs, crashed="The finetune",
+    out_of_memory="The finetune ran out of memory. Lower per_stage, the clip size, use LoRA, bf16 "
+                  "or gradient checkpointing.",
+)
 
 
 def job_config(row: dict[str, Any]):
@@ -49,53 +47,10 @@ def job_config(row: dict[str, Any]):
     return validate_config(data)
 
 
-@app.task(name=FINETUNE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
-def finetune(self, job_id: int) -> str:
-    outcome = execute_job(int(job_id), worker=worker_id(self.request.hostname))
-    log.info("finetune job %s: %s", job_id, outcome)
-    return outcome
-
-
-class _Stopped(Exception):
-    def __init__(self, status: str, error: str | None = None):
-        super().__init__(error or status)
-        self.status, self.error = status, error
-
-
 def execute_job(job_id: int, worker: str) -> str:
-    """Run job ``job_id`` once on this worker; returns ``done``, ``failed``, ``cancelled``,
-    ``requeued``, ``lost``, ``missing`` or ``skipped: <status>``."""
-    claim, row = queue.claim(FinetuneJob, job_id, worker)
-    if row is None:
-        return "missing"
-    if claim is None:
-        return f"skipped: {row['status']}"
-    with Heartbeat(FinetuneJob, job_id, claim.attempt, config.heartbeat_seconds()) as beat:
-        try:
-            outcome, fields = _train(job_id, claim, beat)
-        except _Stopped as stop:
-            outcome, fields = stop.status, {"error": stop.error}
-        except Exception as exc:  # noqa: BLE001 - every failure ends the job with a message
-            log.error("finetune job %s crashed:\n%s", job_id, traceback.format_exc())
-            outcome, fields = Status.FAILED.value, {"error": _describe_crash(exc)}
-        if outcome == "requeued":
-            if queue.give_back(FinetuneJob, job_id, claim.attempt):
-                enqueue_jobs([job_id])
-                return "requeued"
-            return "lost"
-        if beat.lost.is_set():
-            return "lost"
-        if not queue.finish(FinetuneJob, job_id, claim.attempt, outcome, **fields):
-            return "lost"
-        return outcome
-
-
-def _describe_crash(exc: BaseException) -> str:
-    name = type(exc).__name__
-    if "OutOfMemory" in name or "out of memory" in str(exc).lower():
-        return (f"The finetune ran out of memory. Lower per_stage, the clip size, use LoRA, bf16 or "
-                f"gradient checkpointing. ({name}: {exc})")
-    return f"The finetune failed with an unexpected error: {name}: {exc}. See the worker log."
+    """Run job ``job_id`` once on this worker; returns what happened (see
+    :func:`workers.execution.execute`)."""
+    return execute(JOB, job_id, worker, lambda claim, beat: _train(job_id, claim, beat))
 
 
 def _train(job_id: int, claim, beat: Heartbeat):
@@ -105,11 +60,11 @@ def _train(job_id: int, claim, beat: Heartbeat):
     try:
         cfg = job_config(row)
     except ConfigError as exc:
-        raise _Stopped(Status.FAILED.value, f"The job's settings are not valid: {exc}") from None
+        raise Stopped(Status.FAILED.value, f"The job's settings are not valid: {exc}") from None
     existing = db_checkpoints.find_checkpoint(row["name"])
     if existing is not None and Path(existing["path"]) != Path(cfg.out).resolve():
-        raise _Stopped(Status.FAILED.value,
-                       f"A checkpoint named {row['name']!r} already exists; submit the job under another name.")
+        raise Stopped(Status.FAILED.value,
+                      f"A checkpoint named {row['name']!r} already exists; submit the job under another name.")
     beat.beat(output_dir=str(Path(cfg.out).resolve()), steps=cfg.steps)
 
     interval = config.progress_seconds()
@@ -137,14 +92,14 @@ def _train(job_id: int, claim, beat: Heartbeat):
     try:
         result = train(cfg, on_step=on_step, log=lambda msg: log.info("job %s: %s", job_id, msg))
     except ConfigError as exc:
-        raise _Stopped(Status.FAILED.value, f"The job's settings are not valid: {exc}") from None
+        raise Stopped(Status.FAILED.value, f"The job's settings are not valid: {exc}") from None
     if pending:
         db_jobs.append_losses(job_id, claim.attempt, list(pending))
         pending.clear()
     if beat.lost.is_set():
-        raise _Stopped(Status.FAILED.value, "taken away")
+        raise Stopped("lost")
     if SHUTDOWN.is_set() and result.status != "done":
-        raise _Stopped("requeued")
+        raise Stopped("requeued")
 
     checkpoint = _register(row["name"], cfg, result) if result.step > 0 else None
     report = {"steps": result.step, "seconds": result.seconds, "status": result.status,
@@ -167,8 +122,8 @@ def _register(name: str, cfg, result) -> dict | None:
     if existing is not None:
         if existing["path"] == path:
             return existing
-        raise _Stopped(Status.FAILED.value, f"A checkpoint named {name!r} already exists.")
+        raise Stopped(Status.FAILED.value, f"A checkpoint named {name!r} already exists.")
     try:
         return db_checkpoints.add_checkpoint(name=name, path=path, base=cfg.base, kind=card["kind"], card=card)
     except db_checkpoints.NameTaken as exc:
-        raise _Stopped(Status.FAILED.value, str(exc)) from None
+        raise Stopped(Status.FAILED.value, str(exc)) from None

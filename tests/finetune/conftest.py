@@ -95,12 +95,12 @@ class TrainWorker:
         return path.read_text(errors="replace")[-tail:] if path.is_file() else ""
 
     def wait_job(self, job_id: int, condition, timeout: float = 150) -> dict:
-        from workers import api
+        import service
 
         deadline = time.monotonic() + timeout
         row = None
         while time.monotonic() < deadline:
-            row = api.get_job(job_id)
+            row = service.get_job(job_id)
             if condition(row):
                 return row
             time.sleep(0.1)

@@ -93,21 +93,21 @@ def test_stage_shares_set_the_clips_each_stage_draws(train_config, tiny, tmp_pat
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_checkpoint_round_trip_through_core_and_the_database(lora, train_config, tiny, sqlite_env, tmp_path):
-    from workers import api
+    import service
 
     comps = tiny()
     cfg = train_config(steps=1, lr=5e-2, lora_rank=4 if lora else 0, out=str(tmp_path / "ck"))
     result = train(cfg, components=comps, log=lambda *_: None)
-    row = api.register_checkpoint(result.out, "tiny", f"pyr-{'lora' if lora else 'full'}")
+    row = service.register_checkpoint(result.out, "tiny", f"pyr-{'lora' if lora else 'full'}")
     assert row["kind"] == ("lora" if lora else "full")
-    assert any(c["name"] == row["name"] for c in api.list_checkpoints())
+    assert any(c["name"] == row["name"] for c in service.list_checkpoints())
 
     req = GenerationRequest(prompt="a red circle moves up", model="tiny", schedule="1-1-1", guidance=1.0, seed=11,
                             **SHAPE)
     comps.transformer.eval()
     in_memory = PyramidalWanPipeline.from_components(comps, name="tiny", boundaries=result.card["boundaries"])
     expected = in_memory.generate(req, preview=False).frames
-    loaded = load_pipeline("tiny", checkpoint_dir=api.get_checkpoint(row["id"])["path"])
+    loaded = load_pipeline("tiny", checkpoint_dir=service.get_checkpoint(row["id"])["path"])
     got = loaded.generate(req, preview=False).frames
     # Bit-exact, full and LoRA (core copies memory-mapped weights, which took other CPU kernels).
     assert np.array_equal(expected, got)

@@ -2,7 +2,7 @@
 
 ``open_installation(broker, database)`` gives an isolated installation: a data folder, a
 database (SQLite file or a fresh PostgreSQL schema), a broker (SQLite file or Redis db 15), and
-the ``PWAN_*`` environment set in this process (for :mod:`workers.api`) and for its workers.
+the ``PWAN_*`` environment set in this process (for :mod:`service`) and for its workers.
 ``Installation.start_worker()`` launches ``python -m celery -A workers worker --pool solo ...``
 (through :class:`workers.embedded.EmbeddedWorker`) and waits until it consumes. Closing the
 installation kills its workers and restores the environment.
@@ -74,12 +74,12 @@ class Installation:
     def wait(self, run_id: int, statuses=FINAL, timeout: float = 90, **conditions) -> dict:
         """Poll the run until its status is in ``statuses`` (and columns match ``conditions``,
         given as callables or values)."""
-        from workers import api
+        import service
 
         deadline = time.monotonic() + timeout
         row = None
         while time.monotonic() < deadline:
-            row = api.get_run(run_id)
+            row = service.get_run(run_id)
             if row["status"] in statuses and all(
                 (check(row[key]) if callable(check) else row[key] == check)
                 for key, check in conditions.items()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from workers import api
+import service
 
 from .conftest import SLOW
 
@@ -48,8 +48,8 @@ def check_done_run(install, row: dict, stages: int) -> None:
 
 
 def test_tiny_run_is_done_and_a_warm_worker_loads_nothing(sqlite_install):
-    first = api.submit_run("a red circle moves to the right", seed=1, **TINY)
-    second = api.submit_run("a blue square moves to the left", seed=2, **TINY)
+    first = service.submit_run("a red circle moves to the right", seed=1, **TINY)
+    second = service.submit_run("a blue square moves to the left", seed=2, **TINY)
     first = sqlite_install.wait(first["id"])
     second = sqlite_install.wait(second["id"])
     check_done_run(sqlite_install, first, stages=3)
@@ -60,27 +60,27 @@ def test_tiny_run_is_done_and_a_warm_worker_loads_nothing(sqlite_install):
 
 
 def test_cancel_a_queued_and_a_running_run(sqlite_install):
-    slow = api.submit_run("a slow red circle", seed=3, **SLOW)
-    waiting = api.submit_run("a waiting blue box", seed=4, **QUICK)
+    slow = service.submit_run("a slow red circle", seed=3, **SLOW)
+    waiting = service.submit_run("a waiting blue box", seed=4, **QUICK)
     sqlite_install.wait(slow["id"], ("running",), step=lambda s: (s or 0) >= 1)
 
-    cancelled = api.cancel_run(waiting["id"], waiting["cancel_token"])
+    cancelled = service.cancel_run(waiting["id"], waiting["cancel_token"])
     assert cancelled["status"] == "cancelled"  # at once, no worker involved
 
-    requested = api.cancel_run(slow["id"], slow["cancel_token"])
+    requested = service.cancel_run(slow["id"], slow["cancel_token"])
     assert requested["status"] == "running" and requested["cancel_requested"]
     slow = sqlite_install.wait(slow["id"], timeout=20)
     assert slow["status"] == "cancelled" and slow["fraction"] < 1.0
     assert slow["output_path"] is None and slow["error"] is None
 
-    after = api.submit_run("the worker is still fine", seed=5, **QUICK)
+    after = service.submit_run("the worker is still fine", seed=5, **QUICK)
     assert sqlite_install.wait(after["id"])["status"] == "done"
-    waiting = api.get_run(waiting["id"])
+    waiting = service.get_run(waiting["id"])
     assert waiting["status"] == "cancelled" and waiting["attempts"] == 0  # never started
 
 
 def test_burst_of_50_submissions_from_5_threads_runs_each_once(sqlite_install):
-    before = api.list_runs(limit=1)["total"]
+    before = service.list_runs(limit=1)["total"]
     ids: list[int] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -88,7 +88,7 @@ def test_burst_of_50_submissions_from_5_threads_runs_each_once(sqlite_install):
     def submit(thread: int) -> None:
         try:
             for i in range(10):
-                row = api.submit_run(f"burst {thread} {i}", seed=thread * 100 + i, **QUICK)
+                row = service.submit_run(f"burst {thread} {i}", seed=thread * 100 + i, **QUICK)
                 with lock:
                     ids.append(row["id"])
         except BaseException as exc:  # noqa: BLE001
@@ -100,7 +100,7 @@ def test_burst_of_50_submissions_from_5_threads_runs_each_once(sqlite_install):
     for t in threads:
         t.join()
     assert not errors and len(set(ids)) == 50
-    assert api.list_runs(limit=1)["total"] == before + 50
+    assert service.list_runs(limit=1)["total"] == before + 50
     rows = [sqlite_install.wait(run_id, timeout=150) for run_id in sorted(ids)]
     assert [r["status"] for r in rows] == ["done"] * 50, [r["error"] for r in rows]
     assert [r["attempts"] for r in rows] == [1] * 50  # each executed exactly once
@@ -110,7 +110,7 @@ def test_burst_of_50_submissions_from_5_threads_runs_each_once(sqlite_install):
     from db.broker import prune_delivered_messages
 
     assert prune_delivered_messages(sqlite_install.env["PWAN_BROKER_URL"], older_than_s=0) >= 50
-    after = api.submit_run("after the cleanup", seed=999, **QUICK)
+    after = service.submit_run("after the cleanup", seed=999, **QUICK)
     assert sqlite_install.wait(after["id"])["status"] == "done"
 
 
@@ -123,8 +123,8 @@ def redis_install(open_installation):
 
 
 def test_redis_broker_with_postgresql(redis_install):
-    first = api.submit_run("a red circle moves to the right", seed=1, **TINY)
-    second = api.submit_run("a green ball", seed=2, **TINY)
+    first = service.submit_run("a red circle moves to the right", seed=1, **TINY)
+    second = service.submit_run("a green ball", seed=2, **TINY)
     first, second = redis_install.wait(first["id"]), redis_install.wait(second["id"])
     check_done_run(redis_install, first, stages=3)
     check_done_run(redis_install, second, stages=3)
@@ -138,11 +138,11 @@ def test_kill_9_mid_run_then_a_new_worker_finishes_it(redis_install):
     import redis
 
     (first,) = [w for w in redis_install.workers if w.alive]
-    slow = api.submit_run("a slow red circle", seed=11, **SLOW)
-    behind = api.submit_run("queued behind it", seed=12, **QUICK)
+    slow = service.submit_run("a slow red circle", seed=11, **SLOW)
+    behind = service.submit_run("queued behind it", seed=12, **QUICK)
     redis_install.wait(slow["id"], ("running",), step=lambda s: (s or 0) >= 1)
     first.kill()  # SIGKILL: no cleanup at all
-    assert api.get_run(slow["id"])["status"] == "running"  # until someone notices
+    assert service.get_run(slow["id"])["status"] == "running"  # until someone notices
     redis.Redis.from_url(redis_install.env["PWAN_BROKER_URL"]).flushdb()
 
     redis_install.start_worker(preload="tiny")
@@ -151,4 +151,4 @@ def test_kill_9_mid_run_then_a_new_worker_finishes_it(redis_install):
     assert slow["status"] == "done", slow["error"]
     assert slow["attempts"] == 2 and slow["requeues"] == 1
     assert behind["status"] == "done" and behind["attempts"] == 1  # nothing else lost
-    assert api.list_runs(status="running")["total"] == 0
+    assert service.list_runs(status="running")["total"] == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers import api
+import service
 from workers.reaper import broker_queue_size
 
 from .conftest import SLOW
@@ -21,7 +21,7 @@ def test_embedded_worker_crashes_restarts_and_stops_cleanly(open_installation):
     with open_installation("sqlite", "sqlite") as install:
         worker = install.start_worker(preload="tiny")
         worker.supervise(interval=0.2)
-        slow = api.submit_run("a slow red circle", seed=1, **SLOW)
+        slow = service.submit_run("a slow red circle", seed=1, **SLOW)
         running(install, slow["id"])
         first_pid = worker.pid
         worker.kill()
@@ -43,10 +43,10 @@ def test_embedded_worker_crashes_restarts_and_stops_cleanly(open_installation):
         # The third process works. A clean stop: the running run stops at its next step and
         # goes back to the queue, with a message for the next worker, without using up its
         # re-queue.
-        again = api.submit_run("stopped by the app", seed=4, **SLOW)
+        again = service.submit_run("stopped by the app", seed=4, **SLOW)
         running(install, again["id"])
         worker.stop(timeout=30)
         assert not worker.alive
-        row = api.get_run(again["id"])
+        row = service.get_run(again["id"])
         assert (row["status"], row["attempts"], row["requeues"]) == ("queued", 1, 0)
         assert broker_queue_size("infer") >= 1

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+import service
 from db import queue
 from db.models import Run
-from workers import api
 from workers.models import ModelCache
 from workers.progress import SHUTDOWN
 from workers.reaper import broker_queue_size
@@ -65,33 +65,33 @@ def no_shutdown():
 
 
 def test_done_then_idempotent(pwan_env):
-    run = api.submit_run("a red circle", **QUICK)
+    run = service.submit_run("a red circle", **QUICK)
     assert execute_run(run["id"], WORKER, cache_with(FakePipeline())) == "done"
-    row = api.get_run(run["id"])
+    row = service.get_run(run["id"])
     assert row["status"] == "done" and row["worker"] == WORKER and row["fraction"] == 1.0
     assert (row["stage"], row["step"]) == (1, 3)
     assert row["tflops"] == 0.25 and row["report"]["tflops_per_stage"] == [0.05, 0.2]
     assert row["report"]["queue_seconds"] >= 0 and row["load_seconds"] >= 0
     # Re-delivered or duplicated messages change nothing.
     assert execute_run(run["id"], WORKER, cache_with(FakePipeline())) == "skipped: done"
-    assert api.get_run(run["id"])["attempts"] == 1
+    assert service.get_run(run["id"])["attempts"] == 1
     assert execute_run(run["id"] + 50, WORKER, cache_with(FakePipeline())) == "missing"
 
 
 def test_preview_is_on_the_row_while_the_run_is_still_running(pwan_env):
-    run = api.submit_run("a red circle", **QUICK)
+    run = service.submit_run("a red circle", **QUICK)
     seen = []
 
     def look(stage, step):
         if stage == 1 and step == 1:  # the lowest stage has ended, the run goes on
-            row = api.get_run(run["id"])
+            row = service.get_run(run["id"])
             seen.append((row["status"], row["preview_path"]))
 
     frames = np.full((5, 16, 16, 3), 128, np.uint8)
     assert execute_run(run["id"], WORKER, cache_with(FakePipeline(on_step=look, preview=frames))) == "done"
     (status, path), = seen
     assert status == "running" and path and path.endswith(f"{run['id']}.preview.mp4")
-    assert api.get_run(run["id"])["preview_path"] == path
+    assert service.get_run(run["id"])["preview_path"] == path
 
 
 def test_model_load_error_fails_with_its_message(pwan_env):
@@ -100,57 +100,57 @@ def test_model_load_error_fails_with_its_message(pwan_env):
     def loader(preset, checkpoint):
         raise ModelLoadError("Wan2.1 weights not found; set PWAN_WAN_PATH")
 
-    run = api.submit_run("a red circle", **QUICK)
+    run = service.submit_run("a red circle", **QUICK)
     assert execute_run(run["id"], WORKER, ModelCache(loader=loader)) == "failed"
-    error = api.get_run(run["id"])["error"]
+    error = service.get_run(run["id"])["error"]
     assert error.startswith("The model could not be loaded") and "PWAN_WAN_PATH" in error
 
 
 def test_crash_fails_with_a_clear_error(pwan_env):
-    run = api.submit_run("a red circle", **QUICK)
+    run = service.submit_run("a red circle", **QUICK)
     pipe = FakePipeline(error=RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
     assert execute_run(run["id"], WORKER, cache_with(pipe)) == "failed"
-    assert "ran out of memory" in api.get_run(run["id"])["error"]
+    assert "ran out of memory" in service.get_run(run["id"])["error"]
 
 
 def test_checkpoint_deleted_after_queueing(pwan_env, tmp_path):
-    api.register_checkpoint(tmp_path, "tiny", "cats")
+    service.register_checkpoint(tmp_path, "tiny", "cats")
     from db import checkpoints
 
     settings = {k: v for k, v in QUICK.items() if k != "model"}
-    run = api.submit_run("a cat", checkpoint="cats", **settings)
+    run = service.submit_run("a cat", checkpoint="cats", **settings)
     # The API refuses while a queued run uses it; another process may still have deleted it.
     checkpoints.delete_checkpoint(run["checkpoint_id"])
     assert execute_run(run["id"], WORKER, cache_with(FakePipeline())) == "failed"
-    assert "'cats' was deleted" in api.get_run(run["id"])["error"]
+    assert "'cats' was deleted" in service.get_run(run["id"])["error"]
 
 
 def test_cancel_stops_at_the_next_step(pwan_env):
-    run = api.submit_run("a red circle", **QUICK)
+    run = service.submit_run("a red circle", **QUICK)
 
     def on_step(stage, step):
         if (stage, step) == (0, 2):
-            api.cancel_run(run["id"], run["cancel_token"])
+            service.cancel_run(run["id"], run["cancel_token"])
 
     assert execute_run(run["id"], WORKER, cache_with(FakePipeline(on_step=on_step))) == "cancelled"
-    row = api.get_run(run["id"])
+    row = service.get_run(run["id"])
     assert row["status"] == "cancelled" and row["fraction"] < 1 and row["output_path"] is None
 
 
 def test_a_reaped_run_is_not_overwritten(pwan_env):
-    run = api.submit_run("a red circle", **QUICK)
+    run = service.submit_run("a red circle", **QUICK)
 
     def on_step(stage, step):
         if (stage, step) == (0, 2):  # the reaper gave up on this worker meanwhile
             queue.release_worker(Run, WORKER, max_requeues=1)
 
     assert execute_run(run["id"], WORKER, cache_with(FakePipeline(on_step=on_step))) == "lost"
-    row = api.get_run(run["id"])
+    row = service.get_run(run["id"])
     assert row["status"] == "queued" and row["requeues"] == 1 and row["output_path"] is None
 
 
 def test_shutdown_puts_the_run_back_with_a_message(pwan_env):
-    run = api.submit_run("a red circle", **QUICK)
+    run = service.submit_run("a red circle", **QUICK)
     assert broker_queue_size() == 1
 
     def on_step(stage, step):
@@ -158,22 +158,22 @@ def test_shutdown_puts_the_run_back_with_a_message(pwan_env):
             SHUTDOWN.set()
 
     assert execute_run(run["id"], WORKER, cache_with(FakePipeline(on_step=on_step))) == "requeued"
-    row = api.get_run(run["id"])
+    row = service.get_run(run["id"])
     assert (row["status"], row["attempts"], row["requeues"]) == ("queued", 1, 0)
     assert broker_queue_size() == 2  # (nothing consumed the first message in this test)
 
     # A message delivered while shutting down is sent again and the run is not started.
     assert execute_run(run["id"], WORKER, cache_with(FakePipeline())) == "deferred"
-    assert api.get_run(run["id"])["attempts"] == 1 and broker_queue_size() == 3
+    assert service.get_run(run["id"])["attempts"] == 1 and broker_queue_size() == 3
 
 
 def test_lost_messages_are_sent_again(pwan_env):
     from db import jobs
     from workers.celery_app import app
     from workers.reaper import recover_queue, resend_lost_messages
-    from workers.tasks import enqueue_jobs
+    from workers.enqueue import enqueue_jobs
 
-    run = api.submit_run("a red circle", **QUICK)
+    run = service.submit_run("a red circle", **QUICK)
     job = jobs.add_job(name="cats", base="tiny")
     assert enqueue_jobs([job["id"]]) == [job["id"]] and broker_queue_size("train") == 1
     assert resend_lost_messages(0) == []  # messages are waiting: nothing was lost
@@ -214,7 +214,7 @@ def test_phases_are_written_in_order_and_the_fraction_covers_decoding_and_writin
 
     monkeypatch.setattr(db_queue, "heartbeat", recording)
     cache = cache_with(tiny_pipeline)
-    first = api.submit_run("a red circle", **QUICK)
+    first = service.submit_run("a red circle", **QUICK)
     assert execute_run(first["id"], WORKER, cache) == "done"
     phases = [p for i, p, _ in writes if i == first["id"] and p is not None]
     assert [p for n, p in enumerate(phases) if n == 0 or p != phases[n - 1]] == [
@@ -223,7 +223,7 @@ def test_phases_are_written_in_order_and_the_fraction_covers_decoding_and_writin
     assert fractions == sorted(fractions) and fractions[-1] <= 1.0
     decoding = next(f for i, p, f in writes if i == first["id"] and p == "decoding")
     assert 0.0 < decoding < 1.0
-    row = api.get_run(first["id"])
+    row = service.get_run(first["id"])
     assert row["status"] == "done" and row["fraction"] == 1.0 and row["phase"] == "writing video"
     assert row["report"]["phase_shares"]["source"] == "FLOPs"
     assert row["report"]["seconds"]["write"] > 0
@@ -231,12 +231,12 @@ def test_phases_are_written_in_order_and_the_fraction_covers_decoding_and_writin
         assert still.format == "JPEG" and still.width <= 160 and still.size == (32, 32)
     assert row["still_path"].endswith(f"{first['id']}.still.jpg")
 
-    second = api.submit_run("a blue square", **QUICK)
+    second = service.submit_run("a blue square", **QUICK)
     assert execute_run(second["id"], WORKER, cache) == "done"
-    shares = api.get_run(second["id"])["report"]["phase_shares"]
+    shares = service.get_run(second["id"])["report"]["phase_shares"]
     assert shares["source"] == f"measured seconds of run #{first['id']}"
     at_start = {p: f for i, p, f in writes if i == second["id"] and p in ("decoding", "writing video")}
     assert 0.0 < at_start["decoding"] < at_start["writing video"] < 1.0  # writing has its share now
     assert shares["writing"] > 0 and abs(shares["denoising"] + shares["decoding"] + shares["writing"] - 1) < 1e-9
-    api.delete_run(second["id"])
-    assert not Path(api.get_run(first["id"])["still_path"]).with_name(f"{second['id']}.still.jpg").exists()
+    service.delete_run(second["id"])
+    assert not Path(service.get_run(first["id"])["still_path"]).with_name(f"{second['id']}.still.jpg").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from workers import api
+import service
 from workers.reaper import broker_queue_size
 
 pytestmark = pytest.mark.timeout(180)
@@ -38,7 +38,7 @@ def client(pwan_env, monkeypatch):
 
 
 def counts() -> tuple[int, int]:
-    return api.list_runs(limit=1)["total"], broker_queue_size("infer")
+    return service.list_runs(limit=1)["total"], broker_queue_size("infer")
 
 
 CONTROL = [
@@ -84,7 +84,7 @@ def test_names_search_and_admin_fields_refuse_control_characters(client, tmp_pat
     job = client.post("/api/admin/jobs", json={"name": "j", "base": "tiny", "config": {"sample_prompt": "a\u0000"}},
                       auth=auth)
     assert job.status_code == 422 and job.json()["field"] == "sample_prompt"
-    assert api.list_jobs()["total"] == 0
+    assert service.list_jobs()["total"] == 0
     for query in ({"search": "a\u0000"}, {"model": "tiny\u0000"}):
         r = client.get("/api/runs", params=query)
         assert r.status_code == 422 and r.json()["field"] == next(iter(query)), r.text
@@ -92,7 +92,7 @@ def test_names_search_and_admin_fields_refuse_control_characters(client, tmp_pat
 
 @needs_mini
 def test_rest_run_without_guidance_stores_the_cards_and_says_so(client):
-    assert api.register_shipped_checkpoints(ROOT / "models")
+    assert service.register_shipped_checkpoints(ROOT / "models")
     card = json.loads((PYRAMIDAL / "card.json").read_text())
     r = client.post("/api/runs", json={"prompt": "a blue square moves up", "checkpoint": "mini-pyramidal",
                                        "schedule": "12-12-6", "seed": 1})
@@ -115,7 +115,7 @@ def _tuned_checkpoint(folder: Path) -> dict:
     folder.mkdir()
     (folder / "card.json").write_text(json.dumps({"base": "tiny", "kind": "full", "guidance": 2.0,
                                                   "guidance_per_stage": [1.0, 1.0, 2.5]}))
-    return api.register_checkpoint(folder, "tiny", "tuned")
+    return service.register_checkpoint(folder, "tiny", "tuned")
 
 
 def test_page_submit_with_the_box_untouched_stores_the_cards_guidance_and_source(pwan_env, tmp_path):
@@ -125,14 +125,14 @@ def test_page_submit_with_the_box_untouched_stores_the_cards_guidance_and_source
     choice = f"{page.CHECKPOINT_PREFIX}{ck['id']}"
     common = dict(negative_prompt="", model=choice, seed=1, random_seed=False, size=None, compare=False)
     out = page.submit("a cat", mode="pyramidal", schedule="2-2-1", guidance=page.model_guidance(choice), **common)
-    row = api.get_run(out["run_ids"][0])
+    row = service.get_run(out["run_ids"][0])
     assert row["guidance"] == [1.0, 1.0, 2.5] and row["guidance_source"] == "checkpoint card"
     assert "guidance 1, 1, 2.5 (checkpoint card)" in views.run_card(row)
     out = page.submit("a cat", mode="pyramidal", schedule="2-2-1", guidance="", **common)  # emptied: the same
-    row = api.get_run(out["run_ids"][0])
+    row = service.get_run(out["run_ids"][0])
     assert row["guidance"] == [1.0, 1.0, 2.5] and row["guidance_source"] == "checkpoint card"
     out = page.submit("a cat", mode="pyramidal", schedule="2-2-1", guidance="3", **common)
-    assert api.get_run(out["run_ids"][0])["guidance_source"] == "request"
+    assert service.get_run(out["run_ids"][0])["guidance_source"] == "request"
 
 
 def test_the_workers_report_carries_the_rows_guidance_and_source(pwan_env, tmp_path):
@@ -141,9 +141,9 @@ def test_the_workers_report_carries_the_rows_guidance_and_source(pwan_env, tmp_p
     from workers.runner import execute_run
 
     _tuned_checkpoint(tmp_path / "tuned")
-    run = api.submit_run("a cat", checkpoint="tuned", schedule="1-1-1", frames=17, height=64, width=64, seed=1)
+    run = service.submit_run("a cat", checkpoint="tuned", schedule="1-1-1", frames=17, height=64, width=64, seed=1)
     assert run["guidance_source"] == "checkpoint card"
     pipe = load_pipeline("tiny", device="cpu")  # the tiny base stands in for the checkpoint's weights
     assert execute_run(run["id"], "test@host:1", ModelCache(size=1, loader=lambda *_: pipe)) == "done"
-    report = api.get_run(run["id"])["report"]
+    report = service.get_run(run["id"])["report"]
     assert report["guidance"] == [1.0, 1.0, 2.5] and report["guidance_source"] == "checkpoint card"
