@@ -52,6 +52,12 @@ def test_ui_never_imports_workers():
     assert not {k: v for k, v in offenders.items() if v}, "ui/ must go through service/, never workers/"
 
 
+def test_service_only_enqueues():
+    """The service reaches workers/ only to send tasks (workers.enqueue), never their bodies."""
+    used = {m for p in _sources("service") for m in _imports(p) if m == "workers" or m.startswith("workers.")}
+    assert used <= {"workers", "workers.enqueue"} | {m for m in used if m.startswith("workers.enqueue.")}
+
+
 def test_core_stays_pure():
     banned = ("db", "workers", "service", "ui", "app", "celery", "gradio", "sqlalchemy", "fastapi")
     offenders = {_module_name(p): sorted(m for m in _imports(p) if m.split(".")[0] in banned)
