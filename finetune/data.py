@@ -1,4 +1,4 @@
-"""Training clips for the pyramidal finetune, and their preprocessed cache (issue 5, part 1).
+"""Training clips for the pyramidal finetune, and their preprocessed cache.
 
 Three sources, each a list of :class:`Clip` (a name, a caption, and a function that returns the
 frames as ``uint8 (F, H, W, 3)``):

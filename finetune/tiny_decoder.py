@@ -1,4 +1,4 @@
-"""Distil a base preset's VAE decoder into a :class:`core.tiny_decoder.TinyVideoDecoder` (issue 18).
+"""Distil a base preset's VAE decoder into a :class:`core.tiny_decoder.TinyVideoDecoder`.
 
 ``python -m finetune tiny-decoder --base mini --data world:N --steps S --out FOLDER``.
 
@@ -11,8 +11,9 @@ a folder, its last ``eval_clips`` videos) are cached the same way.
 
 Loss: L1 against the full decoder's pixels plus a gradient-difference term (spatial and temporal
 finite differences, L1), optionally plus ``clip_weight`` times the same against the real clip.
-AdamW, cosine learning rate. State (model, optimiser, step, RNG) is saved in ``FOLDER/train`` every
-``save_every`` steps; running the same command again continues from it. The folder itself holds
+AdamW, cosine learning rate. State (model, optimiser, step, RNG; :class:`finetune.toolkit.Resumable`)
+is saved in ``FOLDER/train`` every ``save_every`` steps; running the same command again continues
+from it. The folder itself holds
 what ships: ``config.json``, ``model.safetensors`` and ``card.json`` (relative paths only).
 """
 
