@@ -1,4 +1,4 @@
-"""Training clips for the pyramidal finetune, and their preprocessed cache (issue 5, part 1).
+"""Training clips for the pyramidal finetune, and their preprocessed cache.
 
 Three sources, each a list of :class:`Clip` (a name, a caption, and a function that returns the
 frames as ``uint8 (F, H, W, 3)``):
@@ -238,6 +238,100 @@ def cache_key(base: str, shape: tuple[int, int, int], stages: int, max_sequence_
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+def _cached_entries(folder: Path, key: str) -> dict[str, dict]:
+    """Entries of an existing cache with the same key whose files are still there, by source."""
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        return {}
+    try:
+        old = json.loads(manifest_path.read_text())
+        if old.get("key") == key:
+            return {e["source"]: e for e in old.get("entries", []) if (folder / e["file"]).is_file()}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        pass
+    return {}
+
+
+class _CacheWriter:
+    """Encodes batches of fitted clips into ``folder`` and keeps its manifest up to date."""
+
+    def __init__(self, components, plan, shape, folder: Path, base: str, key: str, report: CacheReport,
+                 log, batch: int):
+        self.components, self.plan, self.shape, self.folder, self.base = components, plan, shape, folder, base
+        self.key, self.report, self.log, self.batch = key, report, log, batch
+        self.expected = plan.latent_shapes(*shape)
+        self.pipe = None
+        self.texts: dict[str, torch.Tensor] = {}
+        self.pending: list[tuple[Clip, str, np.ndarray]] = []
+
+    def write_manifest(self) -> None:
+        manifest = {"key": self.key, "base": self.base, "shape": list(self.shape), "stages": self.plan.num_stages,
+                    "latent_shapes": [list(s) for s in self.expected], "entries": self.report.entries,
+                    "skipped": [list(s) for s in self.report.skipped]}
+        path = self.folder / "manifest.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest, indent=1))
+        tmp.replace(path)
+
+    def text_embeds(self, caption: str) -> torch.Tensor:
+        """The caption's prompt embedding, encoded once (the text encoder is built on first use)."""
+        from core.pipeline import PyramidalWanPipeline
+
+        if caption not in self.texts:
+            if self.pipe is None:
+                self.pipe = PyramidalWanPipeline.from_components(self.components, name=self.base or "base")
+            prompt_embeds, _ = self.pipe.encode(caption, "", False)
+            self.texts[caption] = prompt_embeds[0].float().cpu().contiguous()
+        return self.texts[caption]
+
+    def add(self, clip: Clip, source: str, pixels: np.ndarray) -> None:
+        self.pending.append((clip, source, pixels))
+        if len(self.pending) >= max(1, self.batch):
+            self.flush()
+
+    def flush(self) -> None:
+        """Encode the pending clips' pixel pyramids (one VAE call per level), write a file per clip."""
+        from safetensors.torch import save_file
+
+        if not self.pending:
+            return
+        report, stages = self.report, self.plan.num_stages
+        videos = torch.stack([to_video_tensor(pixels) for _, _, pixels in self.pending])
+        levels = [pixel_pyramid(v, stages) for v in videos]
+        latents = []
+        for level, want in enumerate(self.expected):
+            z = encode_video(self.components.vae, torch.stack([lv[level] for lv in levels]))
+            if tuple(z.shape[2:]) != tuple(want):
+                raise RuntimeError(f"stage {level} latent {tuple(z.shape[1:])} does not match the plan's {want}")
+            latents.append(z)
+        for i, (clip, source, _) in enumerate(self.pending):
+            tensors = {f"latent_{level}": latents[level][i].contiguous() for level in range(stages)}
+            tensors["text"] = self.text_embeds(clip.caption)
+            file = f"{len(report.entries):06d}-{hashlib.sha1(source.encode()).hexdigest()[:10]}.safetensors"
+            save_file(tensors, str(self.folder / file))
+            report.entries.append({"name": clip.name, "caption": clip.caption, "file": file, "source": source})
+            report.encoded += 1
+        self.pending.clear()
+        self.write_manifest()
+        if self.log and report.encoded % max(64, self.batch) < self.batch:
+            self.log(f"cache: {len(report.entries)} clips ready ({report.encoded} encoded now)")
+
+
+def _fitted(clip: Clip, shape: tuple[int, int, int], report: CacheReport, log) -> np.ndarray | None:
+    """The clip's frames fitted to ``shape``, or None (recorded as skipped) if it cannot be used."""
+    try:
+        return fit_frames(clip.load(), *shape)
+    except ClipError as exc:
+        report.skipped.append((clip.name, str(exc)))
+        if log:
+            log(f"skipped {clip.name}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a corrupt file is reported, never fatal
+        report.skipped.append((clip.name, f"cannot be read: {type(exc).__name__}: {exc}"))
+        if log:
+            log(f"skipped {clip.name}: cannot be read ({exc})")
+    return None
+
+
 def build_cache(clips: list[Clip], components, plan, shape: tuple[int, int, int], folder: str | Path,
                 base: str = "", skipped: list[tuple[str, str]] | None = None,
                 log: Callable[[str], None] | None = None,
@@ -247,92 +341,25 @@ def build_cache(clips: list[Clip], components, plan, shape: tuple[int, int, int]
     cache with the same key are not encoded again. ``batch`` clips go through the VAE together
     (several times faster per clip on a CPU than one at a time); the manifest is rewritten after
     every batch, so an interrupted build resumes where it stopped."""
-    from safetensors.torch import save_file
-
-    from core.pipeline import PyramidalWanPipeline
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    frames, height, width = shape
-    expected = plan.latent_shapes(frames, height, width)
     key = cache_key(base, shape, plan.num_stages, components.max_sequence_length)
-    manifest_path = folder / "manifest.json"
-    known: dict[str, dict] = {}
-    if manifest_path.is_file():
-        try:
-            old = json.loads(manifest_path.read_text())
-            if old.get("key") == key:
-                known = {e["source"]: e for e in old.get("entries", []) if (folder / e["file"]).is_file()}
-        except (OSError, json.JSONDecodeError, KeyError, TypeError):
-            known = {}
+    known = _cached_entries(folder, key)
     report = CacheReport(folder, skipped=list(skipped or []))
-    state = {"pipe": None, "texts": {}}
-
-    def write_manifest() -> None:
-        manifest = {"key": key, "base": base, "shape": list(shape), "stages": plan.num_stages,
-                    "latent_shapes": [list(s) for s in expected], "entries": report.entries,
-                    "skipped": [list(s) for s in report.skipped]}
-        tmp = manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1))
-        tmp.replace(manifest_path)
-
-    def text_embeds(caption: str) -> torch.Tensor:
-        if caption not in state["texts"]:
-            if state["pipe"] is None:
-                state["pipe"] = PyramidalWanPipeline.from_components(components, name=base or "base")
-            prompt_embeds, _ = state["pipe"].encode(caption, "", False)
-            state["texts"][caption] = prompt_embeds[0].float().cpu().contiguous()
-        return state["texts"][caption]
-
-    def flush(pending: list[tuple[Clip, str, np.ndarray]]) -> None:
-        videos = torch.stack([to_video_tensor(pixels) for _, _, pixels in pending])
-        levels = [pixel_pyramid(v, plan.num_stages) for v in videos]
-        latents = []
-        for level, want in enumerate(expected):
-            z = encode_video(components.vae, torch.stack([lv[level] for lv in levels]))
-            if tuple(z.shape[2:]) != tuple(want):
-                raise RuntimeError(f"stage {level} latent {tuple(z.shape[1:])} does not match the plan's {want}")
-            latents.append(z)
-        for i, (clip, source, _) in enumerate(pending):
-            tensors = {f"latent_{level}": latents[level][i].contiguous() for level in range(plan.num_stages)}
-            tensors["text"] = text_embeds(clip.caption)
-            file = f"{len(report.entries):06d}-{hashlib.sha1(source.encode()).hexdigest()[:10]}.safetensors"
-            save_file(tensors, str(folder / file))
-            report.entries.append({"name": clip.name, "caption": clip.caption, "file": file, "source": source})
-            report.encoded += 1
-        pending.clear()
-        write_manifest()
-        if log and report.encoded % max(64, batch) < batch:
-            log(f"cache: {len(report.entries)} clips ready ({report.encoded} encoded now)")
-
-    pending: list[tuple[Clip, str, np.ndarray]] = []
+    writer = _CacheWriter(components, plan, tuple(shape), folder, base, key, report, log, batch)
     for clip in clips:
         if should_stop is not None and should_stop():
             break
         source = clip.source or clip.name
         if source in known and known[source]["caption"] == clip.caption:
-            if pending:  # keep the clips' order
-                flush(pending)
+            writer.flush()  # keep the clips' order
             report.entries.append(known[source])
             continue
-        try:
-            pixels = fit_frames(clip.load(), frames, height, width)
-        except ClipError as exc:
-            report.skipped.append((clip.name, str(exc)))
-            if log:
-                log(f"skipped {clip.name}: {exc}")
-            continue
-        except Exception as exc:  # noqa: BLE001 - a corrupt file is reported, never fatal
-            report.skipped.append((clip.name, f"cannot be read: {type(exc).__name__}: {exc}"))
-            if log:
-                log(f"skipped {clip.name}: cannot be read ({exc})")
-            continue
-        pending.append((clip, source, pixels))
-        if len(pending) >= max(1, batch):
-            flush(pending)
-    if pending:
-        flush(pending)
-    write_manifest()
+        pixels = _fitted(clip, shape, report, log)
+        if pixels is not None:
+            writer.add(clip, source, pixels)
+    writer.flush()
+    writer.write_manifest()
     return report
 
 

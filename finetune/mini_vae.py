@@ -2,15 +2,16 @@
 
 The Wan VAE is convolutional and causal in time, so it trains on crops (a few frames, a spatial
 window) and runs on whole 17x128x128 clips. Resumable: every ``save_every`` steps the model,
-optimiser, step, RNG states and the compute spent so far are written to ``out/state.pt``; running
-again continues from there. At the end the latent statistics (per channel mean and std over the
-training clips) go into the VAE config, as Wan's ``latents_mean`` / ``latents_std``, and the model
-is saved in diffusers format to ``out/vae``.
+optimiser, step, RNG states and the compute spent so far are written to ``out/state.pt``
+(:class:`finetune.toolkit.Resumable`); running again continues from there. At the end the latent
+statistics (per channel mean and std over the training clips) go into the VAE config, as Wan's
+``latents_mean`` / ``latents_std``, and the model is saved in diffusers format to ``out/vae``.
 
     python -m finetune.mini_vae --out data/mini/vae --steps 3000
 
-A weights-only ``state.pt`` (model, step, seconds, history) also resumes, with a fresh optimiser:
-that is how a partly trained VAE travels between machines (``models/mini-work/``).
+A weights-only ``state.pt`` (model, step, seconds, history; no optimiser or RNG states) also
+resumes, with a fresh optimiser: that is how a partly trained VAE travels between machines
+(``models/mini-work/``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .toolkit import Resumable, add_flags, config_from_flags, read_state, scheduled_lr, set_lr
 from .world import WorldConfig, make_clip
 
 
@@ -105,6 +107,21 @@ def latent_stats(vae, cfg: VAEConfig, world: WorldConfig, clips: int = 64) -> tu
     return z.mean(dim=(0, 2, 3, 4)).tolist(), z.std(dim=(0, 2, 3, 4)).clamp_min(1e-3).tolist()
 
 
+def _vae_loss(vae, x: torch.Tensor, decoder_only: bool, kl_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, reconstruction loss)``: L1 + L2 of the reconstruction, plus the KL term while the
+    encoder trains; the decoder alone decodes the latent mode, as generation does."""
+    if decoder_only:
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()
+        rec = vae.decode(z).sample
+        rec_loss = (rec - x).abs().mean() + (rec - x).pow(2).mean()
+        return rec_loss, rec_loss
+    post = vae.encode(x).latent_dist
+    rec = vae.decode(post.sample()).sample
+    rec_loss = (rec - x).abs().mean() + (rec - x).pow(2).mean()
+    return rec_loss + kl_weight * post.kl().mean(), rec_loss
+
+
 def train(cfg: VAEConfig, log=print) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -121,51 +138,37 @@ def train(cfg: VAEConfig, log=print) -> dict:
                                  lr=cfg.decoder_lr if decoder_only else cfg.lr, weight_decay=0.0)
 
     step, seconds, history = 0, 0.0, []
+    total = cfg.steps + cfg.decoder_steps
     rng = np.random.default_rng(cfg.seed)
     state_path = out / "state.pt"
-    state = torch.load(state_path, weights_only=False) if state_path.exists() else None
-    opt = optimiser(state is not None and state["step"] >= cfg.steps and state.get("decoder_only", False))
-    if state is not None:
-        vae.load_state_dict({k: v.float().to(device) for k, v in state["model"].items()})
-        step, seconds, history = state["step"], state["seconds"], state["history"]
-        if "opt" in state and state.get("decoder_only", False) == (step >= cfg.steps):
-            # (a shipped seed state (weights only), or one from the other part, restarts the optimiser)
-            opt.load_state_dict(state["opt"])
-        if "rng" in state:
-            rng.bit_generator.state = state["rng"]
-            torch.set_rng_state(state["torch_rng"])
+    saved = read_state(state_path)
+    opt = optimiser(saved is not None and saved["step"] >= cfg.steps and saved.get("decoder_only", False))
+    state = Resumable(vae, opt, generators={"batches": rng})
+    if saved is not None:
+        # a weights-only seed state, or one from the other part, restarts the optimiser
+        same_part = saved.get("decoder_only", False) == (saved["step"] >= cfg.steps)
+        step = state.restore(saved, optimizer=same_part)
+        seconds, history = saved["seconds"], saved["history"]
         log(f"resumed at step {step} ({seconds / 3600:.2f} CPU-h so far)")
     vae.train()
-    while step < cfg.steps + cfg.decoder_steps:
+    while step < total:
         t0 = time.perf_counter()
         decoder_only = step >= cfg.steps
         if decoder_only and len(opt.param_groups[0]["params"]) != len(decoder_params):
-            opt = optimiser(True)
+            opt = state.optimizer = optimiser(True)
             log(f"vae step {step}: the decoder alone from here")
         if decoder_only:
-            lr = cfg.decoder_lr * 0.5 * (1 + math.cos(math.pi * (step - cfg.steps) / cfg.decoder_steps))
+            lr = scheduled_lr(step - cfg.steps, lr=cfg.decoder_lr, steps=cfg.decoder_steps, overlap=True)
         else:
-            lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        x = _batch(rng, cfg, world).to(device)
-        if decoder_only:
-            with torch.no_grad():
-                z = vae.encode(x).latent_dist.mode()  # what generation decodes
-            rec = vae.decode(z).sample
-            loss = rec_loss = (rec - x).abs().mean() + (rec - x).pow(2).mean()
-        else:
-            post = vae.encode(x).latent_dist
-            rec = vae.decode(post.sample()).sample
-            rec_loss = (rec - x).abs().mean() + (rec - x).pow(2).mean()
-            loss = rec_loss + cfg.kl_weight * post.kl().mean()
+            lr = scheduled_lr(step, lr=cfg.lr, steps=cfg.steps, overlap=True)
+        set_lr(opt, lr)
+        loss, rec_loss = _vae_loss(vae, _batch(rng, cfg, world).to(device), decoder_only, cfg.kl_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         step += 1
         seconds += time.perf_counter() - t0
-        total = cfg.steps + cfg.decoder_steps
         if step % 10 == 0:
             log(f"vae step {step}/{total} loss {rec_loss.item():.4f} lr {lr:.2e} ({seconds / step:.2f}s/step)")
         if step % cfg.eval_every == 0 or step in (cfg.steps, total):
@@ -173,12 +176,14 @@ def train(cfg: VAEConfig, log=print) -> dict:
             history.append({"step": step, "psnr": p, "loss": rec_loss.item()})
             log(f"vae step {step}: held-out PSNR {p:.2f} dB")
         if step % cfg.save_every == 0 or step in (cfg.steps, total):
-            tmp = out / "state.pt.tmp"
-            torch.save({"model": vae.state_dict(), "opt": opt.state_dict(), "decoder_only": decoder_only,
-                        "step": step, "seconds": seconds,
-                        "history": history, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                        "config": asdict(cfg)}, tmp)
-            tmp.replace(state_path)
+            state.save(state_path, step, decoder_only=decoder_only, seconds=seconds, history=history,
+                       config=asdict(cfg))
+    return _finish(cfg, vae, world, step, seconds, history)
+
+
+def _finish(cfg: VAEConfig, vae, world: WorldConfig, step: int, seconds: float, history: list[dict]) -> dict:
+    """Measure the latent statistics, save the VAE with them in diffusers format, write the summary."""
+    out = Path(cfg.out)
     mean, std = latent_stats(vae, cfg, world, clips=cfg.stats_clips)
     final = build_vae(cfg, mean, std)
     final.load_state_dict({k: v.cpu() for k, v in vae.state_dict().items()})
@@ -191,13 +196,8 @@ def train(cfg: VAEConfig, log=print) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m finetune.mini_vae")
-    for f in VAEConfig.__dataclass_fields__.values():
-        if f.name == "dim_mult":
-            continue
-        ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(VAEConfig(), f.name)),
-                        default=getattr(VAEConfig(), f.name))
-    args = vars(ap.parse_args(argv))
-    summary = train(VAEConfig(**args), log=lambda m: print(m, flush=True))
+    add_flags(ap, VAEConfig, skip=("dim_mult",))
+    summary = train(config_from_flags(VAEConfig, ap.parse_args(argv)), log=lambda m: print(m, flush=True))
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
     return 0
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import time
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .toolkit import EMA, Resumable, add_flags, config_from_flags, read_state, scheduled_lr, set_lr, write_card
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -193,26 +194,20 @@ def phase_pretrain(cfg: RecipeConfig, base: Path, log) -> dict:
     data = {k: v.to(device) if torch.is_tensor(v) else v for k, v in data.items()}
     model = transformer.to(device).train().requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     gen = torch.Generator().manual_seed(cfg.seed)
+    state = Resumable(model, opt, EMA(model.state_dict().items(), cfg.ema, warmup=True), {"gen": gen})
     step, seconds, history = 0, 0.0, []
     state_path = work / "state.pt"
-    if state_path.exists():
-        state = torch.load(state_path, weights_only=False, map_location=device)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        ema = state.get("ema") or {k: v.detach().clone() for k, v in model.state_dict().items()}
-        gen.set_state(state["gen"].cpu())
-        step, seconds, history = state["step"], state["seconds"], state["history"]
+    saved = read_state(state_path)
+    if saved is not None:
+        step = state.restore(saved)
+        seconds, history = saved["seconds"], saved["history"]
         log(f"pretrain resumed at step {step}")
     n_empty = data["embeds"].shape[0] - 1
     while step < cfg.pretrain_steps:
         t0 = time.perf_counter()
-        warm = min(1.0, (step + 1) / max(1, cfg.warmup))
-        cos = 0.5 * (1 + math.cos(math.pi * step / cfg.pretrain_steps))
-        lr = cfg.lr * warm * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * cos)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        lr = set_lr(opt, scheduled_lr(step, lr=cfg.lr, steps=cfg.pretrain_steps, warmup=cfg.warmup,
+                                      min_ratio=cfg.lr_min_ratio, overlap=True))
         idx = torch.randint(0, data["latents"].shape[0], (cfg.batch,), generator=gen)
         drop = torch.rand(cfg.batch, generator=gen) < cfg.cond_dropout
         sigma = shift_sigma(torch.rand(cfg.batch, generator=gen), cfg.shift).view(-1, 1, 1, 1, 1).to(device)
@@ -230,24 +225,15 @@ def phase_pretrain(cfg: RecipeConfig, base: Path, log) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        decay = min(cfg.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for k, v in model.state_dict().items():
-                if v.is_floating_point():
-                    ema[k].lerp_(v, 1 - decay)
-                else:
-                    ema[k].copy_(v)
+        state.ema.update(model.state_dict().items(), step=step)
         seconds += time.perf_counter() - t0
         history.append(round(loss.item(), 5))
         if step % 50 == 0 or step == cfg.pretrain_steps:
             log(f"pretrain step {step}/{cfg.pretrain_steps} loss {np.mean(history[-50:]):.4f} lr {lr:.2e} "
                 f"({seconds / step:.2f}s/step)")
         if step % cfg.save_every == 0 or step == cfg.pretrain_steps:
-            tmp = work / "state.pt.tmp"
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema, "gen": gen.get_state(),
-                        "step": step, "seconds": seconds, "history": history}, tmp)
-            tmp.replace(state_path)
-    model.load_state_dict(ema)  # ship the moving average
+            state.save(state_path, step, seconds=seconds, history=history)
+    model.load_state_dict(state.ema.shadow)  # ship the moving average
     model.cpu().eval().requires_grad_(False)
     model.save_pretrained(str(work / "transformer"))
     return {"steps": step, "cpu_seconds": seconds, "final_loss": float(np.mean(history[-50:])) if history else None}
@@ -268,9 +254,7 @@ def phase_ship(cfg: RecipeConfig, base: Path, pretrain: dict, vae_summary: dict,
                                 "held_out_psnr_db": vae_summary.get("psnr")},
                         "pretrain": pretrain},
             "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("work", "ship")}}
-    from core.checkpoints import shareable_paths
-
-    (tmp / "card.json").write_text(json.dumps(shareable_paths(card), indent=2))
+    write_card(tmp, card)
     shutil.rmtree(ship, ignore_errors=True)
     tmp.replace(ship)
     log(f"shipped the mini preset to {ship}")
@@ -352,9 +336,7 @@ def phase_pyramid(cfg: RecipeConfig, ship: Path, log) -> Path:
         card = json.loads(card_path.read_text())
     card.pop("guidance_per_stage", None)  # a single recommended value replaces an earlier list
     card.update(pyramid_guidance_card(cfg), jump=cfg.pyramid_jump)
-    from core.checkpoints import shareable_paths
-
-    card_path.write_text(json.dumps(shareable_paths(card), indent=2))
+    write_card(out, card)
     return out
 
 
@@ -372,18 +354,12 @@ def run(cfg: RecipeConfig, log=print) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m finetune.mini_world", description=__doc__.splitlines()[0])
-    defaults = RecipeConfig()
-    for f in RecipeConfig.__dataclass_fields__.values():
-        if f.name == "transformer":
-            continue
-        kind = type(getattr(defaults, f.name))
-        ap.add_argument(f"--{f.name.replace('_', '-')}", default=getattr(defaults, f.name),
-                        type=(lambda v: v.lower() in ("1", "true", "yes", "on")) if kind is bool else kind)
+    add_flags(ap, RecipeConfig, skip=("transformer",))
     ap.add_argument("--prebuild-pyramid-cache", action="store_true",
                     help="only encode the pyramidal finetune's data (needs the base phase done)")
-    args = vars(ap.parse_args(argv))
-    prebuild = args.pop("prebuild_pyramid_cache")
-    cfg = RecipeConfig(**args)
+    args = ap.parse_args(argv)
+    prebuild = args.prebuild_pyramid_cache
+    cfg = config_from_flags(RecipeConfig, args)
     log = lambda m: print(m, flush=True)  # noqa: E731
     if prebuild:
         prebuild_pyramid_cache(cfg, log)

@@ -1,4 +1,4 @@
-"""Pyramidal flow-matching finetune of a pretrained Wan (pyramid.md §7; issue 5, part 2).
+"""Pyramidal flow-matching finetune of a pretrained Wan (pyramid.md §7).
 
 A flat loop over a typed config, nanoGPT style:
 
@@ -14,103 +14,104 @@ A flat loop over a typed config, nanoGPT style:
    ``save_every`` steps and at the end (or when ``on_step`` asks to stop)
 
 Runs unchanged under ``accelerate launch`` (the model and optimizer go through
-``Accelerator.prepare``; the main process writes checkpoints).
+``Accelerator.prepare``; the main process writes checkpoints). The shared parts (settings
+checks, EMA, data order, resumable state, learning rate, the stage loss) are
+:mod:`finetune.toolkit`'s.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import math
-import os
-import random
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from finetune.targets import pyramidal_target
+from finetune.toolkit import (EMA, ConfigError, DataOrder, Resumable, check_fields, config_from_dict, read_state,
+                              scheduled_lr, set_lr, setting, stage_loss)
+
+__all__ = ["ConfigError", "DataOrder", "EMA", "TrainConfig", "TrainResult", "evaluate", "learning_rate", "train",
+           "validate_config"]
 
 STATE_DIR = "state"
+STATE_FILE = "state.pt"
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 LR_SCHEDULES = ("constant", "cosine")
 STANDARD_SCHEDULES = {1: ["0-0-50"], 2: ["0-25-25", "0-10-10"], 3: ["20-20-10", "10-10-5", "4-4-2"],
                       4: ["10-10-10-10", "4-4-4-2"]}
-
-
 LOW_RES = ("pixels", "latents")
-
-
-class ConfigError(ValueError):
-    """A training config that cannot run; ``field`` names the setting."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass
 class TrainConfig:
-    base: str = "tiny"  # base model preset
-    data: str = ""  # folder of captioned videos | prompts file (with teacher) | "world:N"
-    out: str = ""  # checkpoint folder (also holds the cache and the resume state)
-    name: str = ""  # checkpoint name (default: the folder name)
-    steps: int = 200
-    schedule: str = "20-20-10"  # stage count; recommended sampling schedule on the card
-    boundaries: list[float] | None = None  # inner stage boundaries (noise levels); None: equal thirds
-    frames: int = 17
-    height: int = 128
-    width: int = 128
-    per_stage: int = 1  # clips per stage per step (batch = per_stage * stages)
-    stage_shares: list[int] | None = None  # clips per step for each stage, lowest first (overrides per_stage):
-    # low-resolution clips cost 1/16 and 1/4 of a full one, so the low stages can see more for little
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    lr_schedule: str = "constant"  # "constant" | "cosine" (to lr_min_ratio * lr at the last step)
-    lr_min_ratio: float = 0.1
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0  # 0: off
-    lora_rank: int = 0  # 0: full finetune; else LoRA of this rank on the attention projections
-    lora_alpha: float | None = None  # default: the rank
-    teacher_weight: float = 0.0  # lambda of the optional teacher term (full-resolution stage)
-    low_res: str = "pixels"  # lower stages' clean latents: "pixels" (encode the downsampled video, the paper's
-    # choice) or "latents" (down_signal of the full-resolution latent, pyramid.md's fallback)
-    cond_dropout: float = 0.1  # share of samples trained on the empty prompt: classifier-free guidance
-    # uses the unconditional prediction at every stage, so it must learn the new stages too
-    bf16: bool = False  # autocast to bfloat16
-    gradient_checkpointing: bool = False
-    ema_decay: float = 0.0  # 0: off; else the checkpoint holds the EMA weights
-    seed: int = 0
-    save_every: int = 0  # 0: at the end only
-    sample_every: int = 0  # 0: never
-    sample_prompt: str = ""  # default: the first caption
-    sample_schedule: str = ""  # default: one step per stage
-    teacher: str | None = None  # preset that generates clips from a prompts file
-    teacher_schedule: str = "0-0-8"
-    teacher_guidance: float | None = None  # None: the teacher's recommended guidance (its card, else 5)
-    teacher_seed: int = 1_000_000  # noise seed of the teacher's first clip (keep it apart from evaluation seeds)
-    cache_dir: str | None = None  # default: <out>/cache
-    device: str | None = None  # default: accelerate's choice
+    base: str = setting("tiny", help="base model preset")
+    data: str = setting("", help="folder of .mp4 + .txt / captions.jsonl, a prompts file (with --teacher), "
+                                 "or world:N (the mini world, made in code)")
+    out: str = setting("", help="checkpoint folder, or a name under $PWAN_DATA_DIR/checkpoints; it also holds "
+                                "the cache and the resume state")
+    name: str = setting("", help="checkpoint name (default: the folder name)")
+    steps: int = setting(200, lo=1, hi=1_000_000, help="optimizer steps")
+    schedule: str = setting("20-20-10", help="stage count, and the recommended sampling schedule on the card")
+    boundaries: list[float] | None = setting(None, example="noise levels like 0.667,0.333",
+                                             help="inner stage boundaries (noise levels), e.g. 0.667,0.333; "
+                                                  "none: equal thirds")
+    frames: int = setting(17, help="frames per training clip")
+    height: int = setting(128, help="clip height in pixels")
+    width: int = setting(128, help="clip width in pixels")
+    per_stage: int = setting(1, lo=1, hi=64, help="clips per stage per step (batch = per_stage * stages)")
+    stage_shares: list[int] | None = setting(None, lo=1, hi=64, example="whole numbers like 15,15,5",
+                                             help="clips per step for each stage, lowest first (e.g. 15,15,5; "
+                                                  "overrides per_stage): low-resolution clips cost 1/16 and 1/4 "
+                                                  "of a full one, so the low stages can see more for little")
+    lr: float = setting(1e-3, lo=0.0, hi=1e-1, lo_open=True, help="peak learning rate")
+    betas: tuple[float, float] = setting((0.9, 0.999), lo=0.0, hi=1.0, hi_open=True, length=2,
+                                         example="two numbers like 0.9,0.999", help="AdamW betas")
+    lr_schedule: str = setting("constant", choices=LR_SCHEDULES,
+                               help="constant, or cosine down to lr_min_ratio * lr at the last step")
+    lr_min_ratio: float = setting(0.1, lo=0.0, hi=1.0, help="where the cosine schedule ends, as a share of lr")
+    warmup_steps: int = setting(0, lo=0, hi=1_000_000, help="steps of linear learning-rate warm-up")
+    weight_decay: float = setting(0.0, lo=0.0, hi=1.0, help="AdamW weight decay")
+    grad_clip: float = setting(1.0, lo=0.0, hi=1e4, help="gradient norm clip (0: off)")
+    lora_rank: int = setting(0, lo=0, hi=1024, help="0: full finetune; else LoRA of this rank on the "
+                                                    "attention projections")
+    lora_alpha: float | None = setting(None, lo=0.0, hi=1e4, lo_open=True, help="LoRA alpha (default: the rank)")
+    teacher_weight: float = setting(0.0, lo=0.0, hi=100.0,
+                                    help="weight of the optional teacher term at the full-resolution stage")
+    low_res: str = setting("pixels", choices=LOW_RES,
+                           help="lower stages' clean latents: encode the downsampled video (pixels), or block "
+                                "means of the full-resolution latent (latents)")
+    cond_dropout: float = setting(0.1, lo=0.0, hi=0.9,
+                                  help="share of samples trained on the empty prompt: classifier-free guidance "
+                                       "uses the unconditional prediction at every stage, so it must learn the "
+                                       "new stages too")
+    bf16: bool = setting(False, help="autocast to bfloat16")
+    gradient_checkpointing: bool = setting(False, help="recompute activations in the backward pass")
+    ema_decay: float = setting(0.0, lo=0.0, hi=0.99999, help="0: off; else the checkpoint holds the EMA weights")
+    seed: int = setting(0, lo=0, hi=2**32 - 1, help="seed of the training draws")
+    save_every: int = setting(0, lo=0, hi=1_000_000, help="checkpoint every N steps (0: at the end only)")
+    sample_every: int = setting(0, lo=0, hi=1_000_000, help="render a sample every N steps (0: never)")
+    sample_prompt: str = setting("", help="prompt of the samples (default: the first caption)")
+    sample_schedule: str = setting("", help="schedule of the samples (default: one step per stage)")
+    teacher: str | None = setting(None, help="preset that generates clips from a prompts file")
+    teacher_schedule: str = setting("0-0-8", help="the teacher's sampling schedule")
+    teacher_guidance: float | None = setting(None, lo=1.0, hi=20.0,
+                                             help="the teacher's guidance (default: its recommended guidance)")
+    teacher_seed: int = setting(1_000_000, lo=0, hi=2**62, help="noise seed of the first teacher clip (keep it "
+                                                                "apart from evaluation seeds)")
+    cache_dir: str | None = setting(None, help="latent cache folder (default: OUT/cache)")
+    device: str | None = setting(None, help="torch device (default: accelerate's choice)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training setting(s): {', '.join(unknown)}", unknown[0])
-        data = dict(data)
-        if isinstance(data.get("betas"), list):
-            data["betas"] = tuple(data["betas"])
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 @dataclass
@@ -125,21 +126,6 @@ class TrainResult:
 
 
 # ----------------------------------------------------------------------------- validation
-def _int_in(cfg, name: str, lo: int, hi: int) -> None:
-    v = getattr(cfg, name)
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise ConfigError(f"{name} must be a whole number from {lo:,} to {hi:,}; got {v!r}", name)
-
-
-def _float_in(cfg, name: str, lo: float, hi: float, lo_open: bool = False) -> None:
-    v = getattr(cfg, name)
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
-    ok = ok and (lo < v if lo_open else lo <= v) and v <= hi
-    if not ok:
-        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
-        raise ConfigError(f"{name} must be a number in {interval}; got {v!r}", name)
-
-
 def base_transformer_config(base: str) -> dict | None:
     """The transformer config of a known preset without building it (None if unknown)."""
     from core import presets
@@ -165,60 +151,29 @@ def check_plan_fits(transformer_config: dict, plan, frames: int, height: int, wi
 
 
 def validate_config(cfg: TrainConfig | dict, *, check_data: bool = True) -> TrainConfig:
-    """A checked copy of ``cfg`` or :class:`ConfigError` naming the setting. Loads nothing."""
-    from core import RequestError, StagePlan, list_presets
+    """A checked copy of ``cfg`` or :class:`ConfigError` naming the setting. Loads nothing:
+    ranges and types come from the fields (:func:`finetune.toolkit.check_fields`); what spans
+    several settings (the stage plan, the data source, the base's position table) is here."""
+    from core import list_presets
 
-    if isinstance(cfg, dict):
-        cfg = TrainConfig.from_dict(cfg)
-    else:
-        cfg = dataclasses.replace(cfg)
+    cfg = TrainConfig.from_dict(cfg) if isinstance(cfg, dict) else dataclasses.replace(cfg)
     if cfg.base not in list_presets():
         raise ConfigError(f"unknown base model {cfg.base!r}; choose one of: {', '.join(list_presets())}", "base")
-    _int_in(cfg, "steps", 1, 1_000_000)
-    _float_in(cfg, "lr", 0.0, 1e-1, lo_open=True)
-    _int_in(cfg, "per_stage", 1, 64)
-    if cfg.stage_shares is not None:
-        if not (isinstance(cfg.stage_shares, (list, tuple)) and all(
-                isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 64 for v in cfg.stage_shares)):
-            raise ConfigError(f"stage_shares must list whole numbers from 1 to 64, one per stage; "
-                              f"got {cfg.stage_shares!r}", "stage_shares")
-        cfg.stage_shares = [int(v) for v in cfg.stage_shares]
-    if cfg.lr_schedule not in LR_SCHEDULES:
-        raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {cfg.lr_schedule!r}",
-                          "lr_schedule")
-    _float_in(cfg, "lr_min_ratio", 0.0, 1.0)
-    _int_in(cfg, "warmup_steps", 0, 1_000_000)
-    _float_in(cfg, "weight_decay", 0.0, 1.0)
-    _float_in(cfg, "grad_clip", 0.0, 1e4)
-    _int_in(cfg, "lora_rank", 0, 1024)
-    if cfg.lora_alpha is not None:
-        _float_in(cfg, "lora_alpha", 0.0, 1e4, lo_open=True)
-    _float_in(cfg, "teacher_weight", 0.0, 100.0)
-    _float_in(cfg, "cond_dropout", 0.0, 0.9)
-    if cfg.low_res not in LOW_RES:
-        raise ConfigError(f"low_res must be one of {', '.join(LOW_RES)}; got {cfg.low_res!r}", "low_res")
-    _float_in(cfg, "ema_decay", 0.0, 0.99999)
-    _int_in(cfg, "seed", 0, 2**32 - 1)
-    _int_in(cfg, "teacher_seed", 0, 2**62)
-    if cfg.teacher_guidance is not None:
-        _float_in(cfg, "teacher_guidance", 1.0, 20.0)
-    _int_in(cfg, "save_every", 0, 1_000_000)
-    _int_in(cfg, "sample_every", 0, 1_000_000)
-    if not (isinstance(cfg.betas, (tuple, list)) and len(cfg.betas) == 2
-            and all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in cfg.betas)):
-        raise ConfigError(f"betas must be two numbers in [0, 1); got {cfg.betas!r}", "betas")
-    cfg.betas = tuple(float(b) for b in cfg.betas)
-    for name in ("name", "sample_prompt", "sample_schedule", "teacher_schedule"):
-        if not isinstance(getattr(cfg, name), str):
-            raise ConfigError(f"{name} must be text; got {getattr(cfg, name)!r}", name)
-    for name in ("teacher", "cache_dir", "device"):
-        if getattr(cfg, name) is not None and not isinstance(getattr(cfg, name), str):
-            raise ConfigError(f"{name} must be text or null; got {getattr(cfg, name)!r}", name)
-    for name in ("bf16", "gradient_checkpointing"):
-        if not isinstance(getattr(cfg, name), bool):
-            raise ConfigError(f"{name} must be true or false; got {getattr(cfg, name)!r}", name)
-    if not isinstance(cfg.out, str) or not cfg.out.strip():
+    check_fields(cfg)
+    if not cfg.out.strip():
         raise ConfigError("out must name the checkpoint folder to write", "out")
+    plan = _checked_plan(cfg)
+    tcfg = base_transformer_config(cfg.base)
+    if tcfg is not None:
+        check_plan_fits(tcfg, plan, cfg.frames, cfg.height, cfg.width)
+    _check_data(cfg, check_data)
+    return cfg
+
+
+def _checked_plan(cfg: TrainConfig):
+    """The training stage plan, refused when the shape, the sample schedule or the shares do not fit it."""
+    from core import RequestError, StagePlan
+
     try:
         plan = StagePlan.parse(cfg.schedule, boundaries=cfg.boundaries)
         plan.validate_shape(cfg.frames, cfg.height, cfg.width)
@@ -237,85 +192,39 @@ def validate_config(cfg: TrainConfig | dict, *, check_data: bool = True) -> Trai
     if cfg.stage_shares is not None and len(cfg.stage_shares) != plan.num_stages:
         raise ConfigError(f"stage_shares has {len(cfg.stage_shares)} values; schedule {plan.schedule!r} has "
                           f"{plan.num_stages} stages", "stage_shares")
-    tcfg = base_transformer_config(cfg.base)
-    if tcfg is not None:
-        check_plan_fits(tcfg, plan, cfg.frames, cfg.height, cfg.width)
-    if not isinstance(cfg.data, str) or not cfg.data.strip():
+    return plan
+
+
+def _check_data(cfg: TrainConfig, check_data: bool) -> None:
+    """``world:N`` with a sane N, or (``check_data``) an existing folder, or a prompts file with a teacher."""
+    from core import list_presets
+
+    if not cfg.data.strip():
         raise ConfigError("data is empty: give a folder of captioned videos, a prompts file or world:N", "data")
     if cfg.data.startswith("world:"):
         n = cfg.data.split(":", 1)[1]
         if not re.fullmatch(r"[0-9]{1,7}", n) or not 1 <= int(n) <= 1_000_000:
             raise ConfigError(f"data {cfg.data!r}: write world:N with N from 1 to 1,000,000", "data")
-    elif check_data:
-        try:
-            path = Path(cfg.data).expanduser()
-            exists = path.exists()
-        except (OSError, ValueError, RuntimeError):
-            exists = False
-        if not exists:
-            raise ConfigError(f"data folder {cfg.data!r} does not exist", "data")
-        if path.is_file():
-            if cfg.teacher is None:
-                raise ConfigError(f"{cfg.data} is a prompts file: set teacher to the preset that generates clips",
-                                  "teacher")
-            if cfg.teacher not in list_presets():
-                raise ConfigError(f"unknown teacher {cfg.teacher!r}; choose one of: {', '.join(list_presets())}",
-                                  "teacher")
-    return cfg
+        return
+    if not check_data:
+        return
+    try:
+        path = Path(cfg.data).expanduser()
+        exists = path.exists()
+    except (OSError, ValueError, RuntimeError):
+        exists = False
+    if not exists:
+        raise ConfigError(f"data folder {cfg.data!r} does not exist", "data")
+    if path.is_file():
+        if cfg.teacher is None:
+            raise ConfigError(f"{cfg.data} is a prompts file: set teacher to the preset that generates clips",
+                              "teacher")
+        if cfg.teacher not in list_presets():
+            raise ConfigError(f"unknown teacher {cfg.teacher!r}; choose one of: {', '.join(list_presets())}",
+                              "teacher")
 
 
 # ----------------------------------------------------------------------------- small parts
-class EMA:
-    """Exponential moving average of the trainable parameters (fp32 shadow copies)."""
-
-    def __init__(self, params: list[torch.nn.Parameter], decay: float):
-        self.decay = decay
-        self.shadow = [p.detach().float().clone() for p in params]
-
-    @torch.no_grad()
-    def update(self, params) -> None:
-        for s, p in zip(self.shadow, params):
-            s.lerp_(p.detach().float(), 1.0 - self.decay)
-
-    @torch.no_grad()
-    def swap(self, params) -> None:
-        """Exchange model and shadow values (call twice to undo)."""
-        for s, p in zip(self.shadow, params):
-            tmp = p.detach().clone()
-            p.copy_(s.to(p.dtype))
-            s.copy_(tmp.float())
-
-
-class DataOrder:
-    """Shuffled passes over ``n`` clips, drawn from the training generator; its state is saved."""
-
-    def __init__(self, n: int, generator: torch.Generator):
-        self.n, self.generator = n, generator
-        self.perm: list[int] = []
-        self.pos = 0
-        self.epoch = 0
-
-    def take(self, k: int) -> list[int]:
-        out = []
-        while len(out) < k:
-            if self.pos >= len(self.perm):
-                self.perm = torch.randperm(self.n, generator=self.generator).tolist()
-                self.pos = 0
-                self.epoch += 1
-            out.append(self.perm[self.pos])
-            self.pos += 1
-        return out
-
-    def state_dict(self) -> dict:
-        return {"perm": list(self.perm), "pos": self.pos, "epoch": self.epoch, "n": self.n}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state["n"] != self.n:
-            raise ConfigError(f"the data changed since the saved state ({state['n']} clips, now {self.n}); "
-                              "train into a new folder", "data")
-        self.perm, self.pos, self.epoch = list(state["perm"]), int(state["pos"]), int(state["epoch"])
-
-
 def trainable_named(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
@@ -334,34 +243,6 @@ def make_trainable(transformer: torch.nn.Module, cfg: TrainConfig) -> None:
         transformer.requires_grad_(True)
     if cfg.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
-
-
-def _rng_state(generator: torch.Generator) -> dict:
-    state = {"train": generator.get_state(), "torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(generator: torch.Generator, state: dict) -> None:
-    generator.set_state(state["train"])
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then constant or cosine."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "cosine":
-        span = max(cfg.steps - cfg.warmup_steps - 1, 1)
-        t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
-        return cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
-    return cfg.lr
 
 
 def stage_windows(plan) -> list[dict]:
@@ -425,157 +306,189 @@ def load_data(cfg: TrainConfig, comps, plan, log, should_stop=None):
 
 
 # ----------------------------------------------------------------------------- training
-def train(cfg: TrainConfig | dict, on_step: Callable[[dict], bool | None] | None = None,
-          log: Callable[[str], None] = print, components=None) -> TrainResult:
-    """Train (or resume) ``cfg``. ``on_step(info)`` is called after every step with the step,
-    the loss and the loss per stage; returning True stops the run after a checkpoint."""
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then constant or cosine."""
+    return scheduled_lr(step, lr=cfg.lr, steps=cfg.steps, schedule=cfg.lr_schedule, warmup=cfg.warmup_steps,
+                        min_ratio=cfg.lr_min_ratio)
+
+
+class _StopRequest:
+    """Asks ``on_step`` after every step (and while the cache builds) whether to stop."""
+
+    def __init__(self, on_step: Callable[[dict], bool | None] | None):
+        self.on_step, self.requested = on_step, False
+
+    def __call__(self, info: dict) -> bool:
+        if self.on_step is not None and self.on_step(info):
+            self.requested = True
+        return self.requested
+
+    def during_data(self) -> bool:
+        return self({"phase": "data"})
+
+
+@dataclass
+class _Run:
+    """The objects one training run works with, and the two things it does with them per step:
+    a stage's forward and backward pass, and a checkpoint."""
+
+    cfg: TrainConfig
+    plan: Any
+    accelerator: Any
+    comps: Any
+    data: Any
+    transformer: Any
+    teacher: Any
+    empty_text: torch.Tensor | None
+    named: list
+    optimizer: Any
+    generator: torch.Generator
+    state: Resumable
+    out: Path
+    meta: dict
+
+    def stage_backward(self, k: int, stage, clips: int, autocast) -> float:
+        """Draw ``clips`` clips for stage ``k``, backpropagate its loss (over the stage count; the
+        teacher term at the full-resolution stage) and return the loss."""
+        cfg, device, g, last = self.cfg, self.accelerator.device, self.generator, k == self.plan.num_stages - 1
+        idx = self.state.order.take(clips)
+        x0, x0_low, text = self.data.batch(idx, k, device)
+        if self.empty_text is not None:
+            drop = (torch.rand(len(idx), generator=g) < cfg.cond_dropout).to(device)
+            text = torch.where(drop.view(-1, 1, 1), self.empty_text.to(text.dtype), text)
+        eps = torch.randn(x0.shape, generator=g).to(device)
+        rho = torch.rand(len(idx), generator=g).to(device)
+        with nullcontext() if last else self.accelerator.no_sync(self.transformer):
+            out = stage_loss(self.transformer, x0, x0_low, text, eps, rho, stage, autocast)
+            total = out.loss
+            if self.teacher is not None and last:
+                with torch.no_grad(), autocast:
+                    ref = self.teacher(hidden_states=out.x, timestep=out.sigma * 1000.0, encoder_hidden_states=text,
+                                       return_dict=False)[0].float()
+                total = out.loss + cfg.teacher_weight * torch.mean((out.pred - ref) ** 2)
+            self.accelerator.backward(total / self.plan.num_stages)
+        return float(out.loss.detach())
+
+    def checkpoint(self, step: int, history: list[dict], complete: bool) -> dict:
+        """Write the checkpoint (the EMA weights when on) and the resume state; returns the card."""
+        from core.checkpoints import save_checkpoint
+
+        model = self.accelerator.unwrap_model(self.transformer)
+        card = _card(self.cfg, self.plan, step, history, self.meta, complete)
+        state_file = self.out / STATE_DIR / STATE_FILE
+        if self.accelerator.is_main_process:
+            with self.state.ema.applied(self.named) if self.state.ema is not None else nullcontext():
+                was_training = model.training
+                save_checkpoint(self.out, model.eval(), card, lora=self.cfg.lora_rank > 0)
+                model.train(was_training)
+            self.state.save(state_file, step, history=history)
+        elif self.accelerator.num_processes > 1:
+            self.state.save(state_file, step, rank=self.accelerator.process_index)
+        self.accelerator.wait_for_everyone()
+        return card
+
+
+def _prepare(cfg: TrainConfig, plan, comps, stop: _StopRequest, log) -> tuple[_Run, int, list[dict]]:
+    """Steps 2 and 3: data, the trainable part, AdamW, EMA, and the resumed state if any;
+    returns the run, its step and its history."""
     from accelerate import Accelerator
 
-    from core import StagePlan
-    from core.checkpoints import save_checkpoint
-    from core.presets import build_components
-
-    # 1. check the config
-    cfg = validate_config(cfg)
-    t_start = time.perf_counter()
-    out = Path(cfg.out).expanduser()
-    plan = StagePlan.parse(cfg.schedule, boundaries=cfg.boundaries)
     cpu = cfg.device == "cpu" or (cfg.device is None and not torch.cuda.is_available())
     accelerator = Accelerator(cpu=cpu)
-    device = accelerator.device
-    main = accelerator.is_main_process
+    device, rank, out = accelerator.device, accelerator.process_index, Path(cfg.out).expanduser()
     torch.manual_seed(cfg.seed)
+    if comps is None:
+        from core.presets import build_components
 
-    # 2. base model and data
-    comps = components or build_components(cfg.base, device)
+        comps = build_components(cfg.base, device)
     check_plan_fits(dict(comps.transformer.config), plan, cfg.frames, cfg.height, cfg.width)
-    stop_requested = {"flag": False}
-
-    def asked_to_stop() -> bool:
-        if on_step is not None and on_step({"phase": "data"}):
-            stop_requested["flag"] = True
-        return stop_requested["flag"]
-
-    if main:
-        data, cache_report = load_data(cfg, comps, plan, log, should_stop=asked_to_stop)
+    if accelerator.is_main_process:
+        data, report = load_data(cfg, comps, plan, log, should_stop=stop.during_data)
     accelerator.wait_for_everyone()
-    if not main:
-        data, cache_report = load_data(cfg, comps, plan, lambda *_: None)
+    if not accelerator.is_main_process:
+        data, report = load_data(cfg, comps, plan, lambda *_: None)
     if cfg.low_res == "latents":
         latents_from_full_resolution(data)
     transformer = comps.transformer
     empty_text = empty_prompt_embeds(comps, device) if cfg.cond_dropout > 0 else None
-    teacher = None
-    if cfg.teacher_weight > 0:
-        teacher = copy.deepcopy(transformer).eval().requires_grad_(False)
+    teacher = copy.deepcopy(transformer).eval().requires_grad_(False) if cfg.teacher_weight > 0 else None
 
-    # 3. trainable part, optimizer, EMA, resume
     make_trainable(transformer, cfg)
     named = trainable_named(transformer)
-    params = [p for _, p in named]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    ema = EMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    generator = torch.Generator("cpu").manual_seed(cfg.seed + 7919 * accelerator.process_index)
-    order = DataOrder(len(data), generator)
+    optimizer = torch.optim.AdamW([p for _, p in named], lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    generator = torch.Generator("cpu").manual_seed(cfg.seed + 7919 * rank)
+    state = Resumable(named, optimizer, EMA(named, cfg.ema_decay) if cfg.ema_decay > 0 else None,
+                      {"train": generator}, DataOrder(len(data), generator), key=resume_key(cfg), where=str(out))
     step, history = 0, []
-    state_dir = out / STATE_DIR
-    if (state_dir / "train_state.pt").is_file():
-        step, history = _load_state(state_dir, cfg, named, optimizer, ema, order, generator,
-                                    accelerator.process_index)
-        if main:
+    saved = read_state(out / STATE_DIR / STATE_FILE)
+    if saved is not None:
+        step, history = state.restore(saved, path=out / STATE_DIR / STATE_FILE, rank=rank), list(saved["history"])
+        if accelerator.is_main_process:
             log(f"resumed from step {step}")
     transformer, optimizer = accelerator.prepare(transformer, optimizer)
+    state.optimizer = optimizer
     if teacher is not None:
         teacher.to(device)
+    meta = {"cache": {"clips": len(data), "skipped": [list(s) for s in report.skipped]}, "device": device}
+    return _Run(cfg, plan, accelerator, comps, data, transformer, teacher, empty_text, named, optimizer, generator,
+                state, out, meta), step, history
 
-    meta = {"cache": {"clips": len(data), "skipped": [list(s) for s in cache_report.skipped]}, "device": device}
 
-    def checkpoint(complete: bool) -> dict:
-        model = accelerator.unwrap_model(transformer)
-        card = _card(cfg, plan, step, history, meta, complete)
-        if main:
-            if ema is not None:
-                ema.swap(params)
-            try:
-                was_training = model.training
-                save_checkpoint(out, model.eval(), card, lora=cfg.lora_rank > 0)
-                model.train(was_training)
-            finally:
-                if ema is not None:
-                    ema.swap(params)
-            _save_state(state_dir, cfg, named, optimizer, ema, order, generator, step, history,
-                        accelerator.process_index)
-        elif accelerator.num_processes > 1:
-            _save_rng(state_dir, generator, order, accelerator.process_index)
-        accelerator.wait_for_everyone()
-        return card
+def train(cfg: TrainConfig | dict, on_step: Callable[[dict], bool | None] | None = None,
+          log: Callable[[str], None] = print, components=None) -> TrainResult:
+    """Train (or resume) ``cfg``. ``on_step(info)`` is called after every step with the step,
+    the loss and the loss per stage; returning True stops the run after a checkpoint."""
+    from core import StagePlan
+
+    # 1. check the config
+    cfg = validate_config(cfg)
+    t_start = time.perf_counter()
+    plan = StagePlan.parse(cfg.schedule, boundaries=cfg.boundaries)
+    stop = _StopRequest(on_step)
+    # 2-3. base model, data, trainable part, optimizer, EMA, resume
+    run, step, history = _prepare(cfg, plan, components, stop, log)
+    main, params = run.accelerator.is_main_process, [p for _, p in run.named]
 
     # 4. loop
-    status = "cancelled" if stop_requested["flag"] else "done"
-    card = None
-    if stop_requested["flag"] and step == 0:
+    status = "cancelled" if stop.requested else "done"
+    if stop.requested and step == 0:
         log("stopped before training started")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
-    n_stages = plan.num_stages
-    shares = cfg.stage_shares or [cfg.per_stage] * n_stages
+    card = None
+    autocast = torch.autocast(run.accelerator.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    shares = cfg.stage_shares or [cfg.per_stage] * plan.num_stages
     while step < cfg.steps and status == "done":
         t0 = time.perf_counter()
-        lr_now = learning_rate(cfg, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_now
-        stage_losses = []
-        for k, stage in enumerate(plan.stages):
-            idx = order.take(shares[k])
-            x0, x0_low, text = data.batch(idx, k, device)
-            if empty_text is not None:
-                drop = (torch.rand(len(idx), generator=generator) < cfg.cond_dropout).to(device)
-                text = torch.where(drop.view(-1, 1, 1), empty_text.to(text.dtype), text)
-            eps = torch.randn(x0.shape, generator=generator).to(device)
-            rho = torch.rand(len(idx), generator=generator).to(device)
-            x, sigma, target = pyramidal_target(x0, x0_low, eps, rho, stage)
-            sync = k == n_stages - 1
-            ctx = accelerator.no_sync(transformer) if not sync else _nullcontext()
-            with ctx:
-                with autocast:
-                    pred = transformer(hidden_states=x, timestep=sigma * 1000.0, encoder_hidden_states=text,
-                                       return_dict=False)[0]
-                pred = pred.float()
-                loss = torch.mean((pred - target) ** 2)
-                total = loss
-                if teacher is not None and k == n_stages - 1:
-                    with torch.no_grad(), autocast:
-                        ref = teacher(hidden_states=x, timestep=sigma * 1000.0, encoder_hidden_states=text,
-                                      return_dict=False)[0].float()
-                    total = loss + cfg.teacher_weight * torch.mean((pred - ref) ** 2)
-                accelerator.backward(total / n_stages)
-            stage_losses.append(float(loss.detach()))
+        lr_now = set_lr(run.optimizer, learning_rate(cfg, step))
+        stage_losses = [run.stage_backward(k, stage, shares[k], autocast) for k, stage in enumerate(plan.stages)]
         if cfg.grad_clip > 0:
-            grad_norm = float(accelerator.clip_grad_norm_(params, cfg.grad_clip))
+            grad_norm = float(run.accelerator.clip_grad_norm_(params, cfg.grad_clip))
         else:
             grad_norm = float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update(params)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        if run.state.ema is not None:
+            run.state.ema.update(run.named)
         step += 1
-        point = {"step": step, "loss": sum(stage_losses) / n_stages, "stages": stage_losses,
+        point = {"step": step, "loss": sum(stage_losses) / plan.num_stages, "stages": stage_losses,
                  "grad_norm": grad_norm, "lr": lr_now, "seconds": time.perf_counter() - t0}
         history.append(point)
-        stop = bool(on_step({"phase": "train", **point, "steps": cfg.steps})) if on_step is not None else False
+        asked = stop({"phase": "train", **point, "steps": cfg.steps})
         if cfg.sample_every and step % cfg.sample_every == 0 and main:
-            _render_sample(cfg, comps, accelerator.unwrap_model(transformer), plan, data, out, step, log)
-        if stop:
+            _render_sample(cfg, run.comps, run.accelerator.unwrap_model(run.transformer), plan,
+                           run.data, run.out, step, log)
+        if asked:
             status = "cancelled"
-        if stop or step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
-            card = checkpoint(complete=step == cfg.steps)
+        # 5. checkpoint
+        if asked or step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
+            card = run.checkpoint(step, history, complete=step == cfg.steps)
             if main:
-                log(f"step {step}: checkpoint written to {out}")
+                log(f"step {step}: checkpoint written to {run.out}")
     if card is None and step > 0:
-        card = _card(cfg, plan, step, history, meta, step >= cfg.steps)
-        if not (out / "card.json").is_file():
-            card = checkpoint(complete=step >= cfg.steps)
-    return TrainResult(status=status, step=step, out=out, history=history, card=card or {},
-                       seconds=time.perf_counter() - t_start, cache=meta["cache"])
+        card = _card(cfg, plan, step, history, run.meta, step >= cfg.steps)
+        if not (run.out / "card.json").is_file():
+            card = run.checkpoint(step, history, complete=step >= cfg.steps)
+    return TrainResult(status=status, step=step, out=run.out, history=history, card=card or {},
+                       seconds=time.perf_counter() - t_start, cache=run.meta["cache"])
 
 
 @torch.no_grad()
@@ -584,7 +497,6 @@ def evaluate(transformer, data, plan, seed: int = 1234, draws: int = 4) -> list[
     that two calls compare the model and nothing else."""
     g = torch.Generator("cpu").manual_seed(seed)
     device = next(transformer.parameters()).device
-    dtype = next(transformer.parameters()).dtype
     was_training = transformer.training
     transformer.eval()
     out = []
@@ -594,22 +506,11 @@ def evaluate(transformer, data, plan, seed: int = 1234, draws: int = 4) -> list[
             x0, x0_low, text = data.batch([i] * draws, k, device)
             eps = torch.randn(x0.shape, generator=g).to(device)
             rho = torch.rand(draws, generator=g).to(device)
-            x, sigma, target = pyramidal_target(x0, x0_low, eps, rho, stage)
-            pred = transformer(hidden_states=x.to(dtype), timestep=sigma * 1000.0,
-                               encoder_hidden_states=text.to(dtype), return_dict=False)[0].float()
-            total += float(torch.mean((pred - target) ** 2)) * draws
+            total += float(stage_loss(transformer, x0, x0_low, text, eps, rho, stage).loss) * draws
             count += draws
         out.append(total / count)
     transformer.train(was_training)
     return out
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _card(cfg: TrainConfig, plan, step: int, history: list[dict], meta: dict, complete: bool) -> dict:
@@ -635,49 +536,6 @@ def _card(cfg: TrainConfig, plan, step: int, history: list[dict], meta: dict, co
                     "device": str(meta.get("device", ""))},
         "config": cfg.to_dict(),
     }
-
-
-def _save_rng(state_dir: Path, generator, order: DataOrder, rank: int) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({"rng": _rng_state(generator), "order": order.state_dict()}, state_dir / f"rng_rank{rank}.pt")
-
-
-def _save_state(state_dir: Path, cfg, named, optimizer, ema, order, generator, step, history, rank) -> None:
-    from safetensors.torch import save_file
-
-    state_dir.mkdir(parents=True, exist_ok=True)
-    save_file({n: p.detach().cpu().contiguous() for n, p in named}, str(state_dir / "trainable.tmp"))
-    os.replace(state_dir / "trainable.tmp", state_dir / "trainable.safetensors")
-    _save_rng(state_dir, generator, order, rank)
-    state = {"step": step, "history": history, "optimizer": optimizer.state_dict(),
-             "ema": [s.cpu() for s in ema.shadow] if ema is not None else None, "key": resume_key(cfg)}
-    torch.save(state, state_dir / "train_state.tmp")
-    os.replace(state_dir / "train_state.tmp", state_dir / "train_state.pt")
-
-
-def _load_state(state_dir: Path, cfg, named, optimizer, ema, order, generator, rank):
-    from safetensors.torch import load_file
-
-    state = torch.load(state_dir / "train_state.pt", weights_only=False)
-    key = resume_key(cfg)
-    if state["key"] != json.loads(json.dumps(key)) and state["key"] != key:
-        changed = [k for k in key if state["key"].get(k) != key[k]]
-        raise ConfigError(f"{state_dir.parent} holds a run with other settings ({', '.join(changed)}); "
-                          "choose a new output folder or the same settings", changed[0] if changed else None)
-    weights = load_file(str(state_dir / "trainable.safetensors"))
-    with torch.no_grad():
-        for n, p in named:
-            p.copy_(weights[n].to(p.device, p.dtype))
-    optimizer.load_state_dict(state["optimizer"])
-    if ema is not None and state.get("ema") is not None:
-        for s, v in zip(ema.shadow, state["ema"]):
-            s.copy_(v)
-    rng_file = state_dir / f"rng_rank{rank}.pt"
-    if rng_file.is_file():
-        rng = torch.load(rng_file, weights_only=False)
-        _set_rng_state(generator, rng["rng"])
-        order.load_state_dict(rng["order"])
-    return int(state["step"]), list(state["history"])
 
 
 @torch.no_grad()

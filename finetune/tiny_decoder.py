@@ -1,4 +1,4 @@
-"""Distil a base preset's VAE decoder into a :class:`core.tiny_decoder.TinyVideoDecoder` (issue 18).
+"""Distil a base preset's VAE decoder into a :class:`core.tiny_decoder.TinyVideoDecoder`.
 
 ``python -m finetune tiny-decoder --base mini --data world:N --steps S --out FOLDER``.
 
@@ -11,8 +11,9 @@ a folder, its last ``eval_clips`` videos) are cached the same way.
 
 Loss: L1 against the full decoder's pixels plus a gradient-difference term (spatial and temporal
 finite differences, L1), optionally plus ``clip_weight`` times the same against the real clip.
-AdamW, cosine learning rate. State (model, optimiser, step, RNG) is saved in ``FOLDER/train`` every
-``save_every`` steps; running the same command again continues from it. The folder itself holds
+AdamW, cosine learning rate. State (model, optimiser, step, RNG; :class:`finetune.toolkit.Resumable`)
+is saved in ``FOLDER/train`` every ``save_every`` steps; running the same command again continues
+from it. The folder itself holds
 what ships: ``config.json``, ``model.safetensors`` and ``card.json`` (relative paths only).
 """
 
@@ -20,50 +21,54 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from finetune.toolkit import (ConfigError, Resumable, check_fields, read_state, scheduled_lr, set_lr, setting,
+                              write_card)
+
 HELDOUT_SEED = 20_000_000
 CACHE_VERSION = 1
 
 
-class TinyDecoderConfigError(ValueError):
+class TinyDecoderConfigError(ConfigError):
     """A training setting that cannot work (the message says which and why)."""
 
 
 @dataclass
 class TinyDecoderTrainConfig:
-    base: str = "mini"
-    data: str = "world:512"
-    out: str = "models/mini-tiny-decoder"
-    steps: int = 3000
-    batch: int = 4  # clips per step
-    crop: int = 0  # latent crop size per clip (0: whole clip); pixels crop = 8 * crop
-    lr: float = 2e-3
-    lr_min_ratio: float = 0.05
-    warmup_steps: int = 50
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0
-    grad_weight: float = 1.0  # gradient-difference term
-    clip_weight: float = 0.0  # the real clip as a second target
-    frames: int = 17
-    height: int = 128
-    width: int = 128
-    widths: list[int] = field(default_factory=lambda: [64, 32, 16])  # latent, x2, x4 resolution
-    blocks: list[int] = field(default_factory=lambda: [2, 0, 0])
-    eval_clips: int = 16
-    eval_every: int = 500
-    save_every: int = 250
-    vae_batch: int = 8
-    seed: int = 0
-    device: str | None = None
-    cache_dir: str | None = None  # default: OUT/train/cache
+    base: str = setting("mini", help="preset whose VAE latents it decodes")
+    data: str = setting("world:512", help="world:N (mini-world clips) or a folder of videos")
+    out: str = setting("models/mini-tiny-decoder", help="decoder folder, or a name under $PWAN_DATA_DIR/checkpoints")
+    steps: int = setting(3000, lo=1, help="optimizer steps")
+    batch: int = setting(4, lo=1, help="clips per step")
+    crop: int = setting(0, lo=0, help="latent crop size per clip (0: whole clips); the pixel crop is 8 times it")
+    lr: float = setting(2e-3, lo=0.0, lo_open=True, help="peak learning rate")
+    lr_min_ratio: float = setting(0.05, lo=0.0, hi=1.0, help="where the cosine ends, as a share of lr")
+    warmup_steps: int = setting(50, lo=0, help="steps of linear learning-rate warm-up")
+    weight_decay: float = setting(1e-4, lo=0.0, help="AdamW weight decay")
+    grad_clip: float = setting(1.0, lo=0.0, help="gradient norm clip (0: off)")
+    grad_weight: float = setting(1.0, lo=0.0, help="weight of the gradient-difference term")
+    clip_weight: float = setting(0.0, lo=0.0, help="weight of the real clip as a second target")
+    frames: int = setting(17, lo=1, help="frames per training clip (1 + 4k)")
+    height: int = setting(128, lo=8, help="clip height in pixels (a multiple of 8)")
+    width: int = setting(128, lo=8, help="clip width in pixels (a multiple of 8)")
+    widths: list[int] = setting(factory=lambda: [64, 32, 16], lo=1, length=3, example="three whole numbers like 64,32,16",
+                                help="channels at latent, x2, x4 resolution")
+    blocks: list[int] = setting(factory=lambda: [2, 0, 0], lo=0, length=3, example="three whole numbers like 2,0,0",
+                                help="residual blocks at each resolution")
+    eval_clips: int = setting(16, lo=1, help="held-out clips")
+    eval_every: int = setting(500, lo=1, help="evaluate every N steps")
+    save_every: int = setting(250, lo=1, help="save the resume state every N steps")
+    vae_batch: int = setting(8, lo=1, help="clips per VAE call (and per cache part)")
+    seed: int = setting(0, lo=0, help="seed of the training draws")
+    device: str | None = setting(None, help="torch device (default: cuda if there is one)")
+    cache_dir: str | None = setting(None, help="triplet cache folder (default: OUT/train/cache)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,25 +80,24 @@ class TinyDecoderTrainConfig:
 
 
 def validate(cfg: TinyDecoderTrainConfig) -> TinyDecoderTrainConfig:
-    """Refuse settings that cannot train, naming the field."""
-    if cfg.steps < 1 or cfg.batch < 1 or cfg.vae_batch < 1 or cfg.save_every < 1:
-        raise TinyDecoderConfigError("steps, batch, vae_batch and save_every must be at least 1")
+    """Refuse settings that cannot train, naming the field: ranges from the fields' metadata,
+    then the shape, the crop and the data source."""
+    check_fields(cfg, TinyDecoderConfigError)
     if (cfg.frames - 1) % 4 or cfg.height % 8 or cfg.width % 8:
         raise TinyDecoderConfigError(
-            f"shape {cfg.frames}x{cfg.height}x{cfg.width}: frames must be 1 + 4k and height, width multiples of 8")
+            f"shape {cfg.frames}x{cfg.height}x{cfg.width}: frames must be 1 + 4k and height, width multiples of 8",
+            "frames")
     if cfg.crop and (cfg.crop * 8 > min(cfg.height, cfg.width) or cfg.crop < 2):
-        raise TinyDecoderConfigError(f"crop {cfg.crop} latent pixels does not fit {cfg.height}x{cfg.width}")
-    if not (cfg.lr > 0 and 0 <= cfg.lr_min_ratio <= 1 and cfg.grad_weight >= 0 and cfg.clip_weight >= 0):
-        raise TinyDecoderConfigError("lr must be positive, lr_min_ratio in [0, 1], loss weights >= 0")
+        raise TinyDecoderConfigError(f"crop {cfg.crop} latent pixels does not fit {cfg.height}x{cfg.width}", "crop")
     if not cfg.data.startswith("world:") and not Path(cfg.data).expanduser().is_dir():
-        raise TinyDecoderConfigError(f"data {cfg.data!r}: write world:N or name a folder of videos")
+        raise TinyDecoderConfigError(f"data {cfg.data!r}: write world:N or name a folder of videos", "data")
     if cfg.data.startswith("world:"):
         try:
             n = int(cfg.data.split(":", 1)[1])
         except ValueError:
-            raise TinyDecoderConfigError(f"data {cfg.data!r}: N in world:N must be a whole number") from None
+            raise TinyDecoderConfigError(f"data {cfg.data!r}: N in world:N must be a whole number", "data") from None
         if n < 1:
-            raise TinyDecoderConfigError("world:N needs N >= 1")
+            raise TinyDecoderConfigError("world:N needs N >= 1", "data")
     return cfg
 
 
@@ -295,10 +299,7 @@ def evaluate(model, held: dict, chunk: int = 2) -> dict:
 
 def learning_rate(cfg: TinyDecoderTrainConfig, step: int) -> float:
     """Linear warm-up, then cosine from ``lr`` down to ``lr * lr_min_ratio``."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = min(max(step - cfg.warmup_steps, 0) / max(cfg.steps - cfg.warmup_steps - 1, 1), 1.0)
-    return cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+    return scheduled_lr(step, lr=cfg.lr, steps=cfg.steps, warmup=cfg.warmup_steps, min_ratio=cfg.lr_min_ratio)
 
 
 # ----------------------------------------------------------------------------- training
@@ -310,32 +311,11 @@ def _resume_key(cfg: TinyDecoderTrainConfig) -> dict:
     return d
 
 
-def _rng_state(gen: torch.Generator) -> dict:
-    return {"gen": gen.get_state(), "torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-            "python": random.getstate()}
-
-
-def _set_rng_state(gen: torch.Generator, state: dict) -> None:
-    gen.set_state(state["gen"])
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
-def train(cfg: TinyDecoderTrainConfig | dict, log: Callable[[str], None] = print,
-          should_stop: Callable[[int], bool] | None = None) -> dict | None:
-    """Build the cache if needed, train (or continue) to ``cfg.steps``, evaluate on the held-out
-    clips, and write the decoder folder with its card; returns the card. ``should_stop(step)``,
-    asked after every step, interrupts the job (so does a file ``OUT/train/STOP``): its state is
-    saved (run again to continue) and None is returned."""
+def _load_data(cfg: TinyDecoderTrainConfig, log) -> tuple[dict, dict, dict, float]:
+    """The training and held-out triplets (the cache built first if needed), the VAE's latent
+    description, and the seconds the cache took."""
     from core.presets import build_components
-    from core.tiny_decoder import TinyDecoderConfig, TinyVideoDecoder
 
-    cfg = validate(TinyDecoderTrainConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg)
-    out = Path(cfg.out)
-    work = out / "train"
-    work.mkdir(parents=True, exist_ok=True)
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     t_cache = time.perf_counter()
     cache = build_cache(cfg, lambda: build_components(cfg.base, "cpu").vae, log)
     vae_info = json.loads((cache / "vae.json").read_text())
@@ -344,6 +324,22 @@ def train(cfg: TinyDecoderTrainConfig | dict, log: Callable[[str], None] = print
     data = load_cache(cache, "train", len(train_clips), cfg.vae_batch)
     held = load_cache(cache, "heldout", len(held_clips), cfg.vae_batch)
     log(f"{len(data['names'])} training clips, {len(held['names'])} held out")
+    return data, held, vae_info, cache_seconds
+
+
+def train(cfg: TinyDecoderTrainConfig | dict, log: Callable[[str], None] = print,
+          should_stop: Callable[[int], bool] | None = None) -> dict | None:
+    """Build the cache if needed, train (or continue) to ``cfg.steps``, evaluate on the held-out
+    clips, and write the decoder folder with its card; returns the card. ``should_stop(step)``,
+    asked after every step, interrupts the job (so does a file ``OUT/train/STOP``): its state is
+    saved (run again to continue) and None is returned."""
+    from core.tiny_decoder import TinyDecoderConfig, TinyVideoDecoder
+
+    cfg = validate(TinyDecoderTrainConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg)
+    out, work = Path(cfg.out), Path(cfg.out) / "train"
+    work.mkdir(parents=True, exist_ok=True)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data, held, vae_info, cache_seconds = _load_data(cfg, log)
 
     torch.manual_seed(cfg.seed)
     dcfg = TinyDecoderConfig(latent_channels=vae_info["z_dim"], widths=list(cfg.widths), blocks=list(cfg.blocks),
@@ -352,32 +348,20 @@ def train(cfg: TinyDecoderTrainConfig | dict, log: Callable[[str], None] = print
     model = TinyVideoDecoder(dcfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    step, compute, history, evals = 0, 0.0, [], []
     state_path = work / "state.pt"
-    if state_path.is_file():
-        state = torch.load(state_path, weights_only=False)
-        if state["key"] != _resume_key(cfg):
-            raise TinyDecoderConfigError(f"{state_path} was written with other settings; use another --out "
-                                         "or remove its train/ folder to start again")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        _set_rng_state(gen, state["rng"])
-        step, compute, history, evals = state["step"], state["compute_seconds"], state["history"], state["evals"]
+    state = Resumable(model, opt, generators={"gen": gen}, key=_resume_key(cfg), where=str(state_path),
+                      error=TinyDecoderConfigError)
+    step, compute, history, evals = 0, 0.0, [], []
+    saved = read_state(state_path)
+    if saved is not None:
+        step = state.restore(saved)
+        compute, history, evals = saved["compute_seconds"], saved["history"], saved["evals"]
         log(f"resumed at step {step}")
 
-    def save_state() -> None:
-        tmp = work / "state.tmp"
-        torch.save({"key": _resume_key(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "rng": _rng_state(gen), "step": step, "compute_seconds": compute, "history": history,
-                    "evals": evals}, tmp)
-        tmp.replace(state_path)
-
-    n = len(data["names"])
-    window: list[float] = []
+    n, window = len(data["names"]), []
     while step < cfg.steps:
         t0 = time.perf_counter()
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(cfg, step)
+        set_lr(opt, learning_rate(cfg, step))
         idx = torch.randint(0, n, (cfg.batch,), generator=gen).tolist()
         lat, full, clip, mask = (t.to(device) for t in _crop(cfg, data, idx, gen))
         pred = model(lat)
@@ -400,19 +384,25 @@ def train(cfg: TinyDecoderTrainConfig | dict, log: Callable[[str], None] = print
         if step % cfg.eval_every == 0 and step < cfg.steps:
             evals.append({"step": step, **evaluate(model, held)})
             log(f"eval step {step}: {json.dumps(evals[-1])}")
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            save_state()
         stop_file = work / "STOP"  # touch it to interrupt a background job cleanly
-        if step < cfg.steps and ((should_stop is not None and should_stop(step)) or stop_file.is_file()):
+        stopping = step < cfg.steps and ((should_stop is not None and should_stop(step)) or stop_file.is_file())
+        if stopping or step % cfg.save_every == 0 or step == cfg.steps:
+            state.save(state_path, step, compute_seconds=compute, history=history, evals=evals)
+        if stopping:
             stop_file.unlink(missing_ok=True)
-            save_state()
             log(f"stopped at step {step}; run again to continue")
             return None
+    return _finish(cfg, model, held, dcfg, step, compute, cache_seconds, history, evals, log)
 
+
+def _finish(cfg: TinyDecoderTrainConfig, model, held: dict, dcfg, step: int, compute: float, cache_seconds: float,
+            history: list[float], evals: list[dict], log) -> dict:
+    """Evaluate on the held-out clips, write the decoder (config + safetensors) and its card."""
     final = evaluate(model, held)
     if not evals or evals[-1]["step"] != step:
         evals.append({"step": step, **final})
     log(f"held out: {json.dumps(final)}")
+    out = Path(cfg.out)
     model.eval()
     model.save(out)
     card = {"kind": "tiny-decoder", "base": cfg.base, "latent_space": cfg.base, "data": cfg.data,
@@ -428,5 +418,4 @@ def train(cfg: TinyDecoderTrainConfig | dict, log: Callable[[str], None] = print
     if not cfg.data.startswith("world:"):
         card["data"] = Path(cfg.data).name  # never an absolute path
         card["train"]["data"] = card["data"]
-    (out / "card.json").write_text(json.dumps(card, indent=1) + "\n")
-    return card
+    return write_card(out, card, indent=1)
