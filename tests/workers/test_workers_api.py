@@ -262,14 +262,14 @@ def test_shipped_checkpoints_are_registered_once(pwan_env, tmp_path):
 
 def test_the_page_defaults_to_the_pyramidal_finetune_shipped_for_the_default_preset(pwan_env, checkpoint_dir,
                                                                                    monkeypatch):
-    from ui import page
+    from ui.tabs import common
     from workers import api
 
     monkeypatch.setenv("PWAN_MODEL", "tiny")
     api.register_checkpoint(checkpoint_dir, "tiny", "tiny-lora")
-    assert page._initial_model(page.model_choices()) == "tiny"  # another name: not the shipped pyramidal one
+    assert common.initial_model(common.model_choices()) == "tiny"  # another name: not the shipped pyramidal one
     ck = api.register_checkpoint(checkpoint_dir, "tiny", "tiny-pyramidal")
-    assert page._initial_model(page.model_choices()) == f"{page.CHECKPOINT_PREFIX}{ck['id']}"
+    assert common.initial_model(common.model_choices()) == f"{common.CHECKPOINT_PREFIX}{ck['id']}"
     # so does the API when a request names no model: pyramidal plans run the shipped finetune
     run = api.submit_run("a cat", schedule="2-2-1", seed=1)
     assert (run["model"], run["checkpoint_id"]) == ("tiny", ck["id"])
@@ -278,7 +278,7 @@ def test_the_page_defaults_to_the_pyramidal_finetune_shipped_for_the_default_pre
 
 
 def test_requests_without_guidance_get_the_models_recommended_one(pwan_env, checkpoint_dir, monkeypatch):
-    from ui import page
+    from ui.tabs.common import CHECKPOINT_PREFIX, model_guidance
 
     monkeypatch.setenv("PWAN_MODEL", "tiny")
     card = json.loads((checkpoint_dir / "card.json").read_text())
@@ -289,12 +289,13 @@ def test_requests_without_guidance_get_the_models_recommended_one(pwan_env, chec
     assert api.submit_run("a cat", model="tiny", schedule="2-2-1", seed=1)["guidance"] == [5.0] * 3
     original, pyramid = api.submit_comparison("a cat", checkpoint="tuned", schedule="2-2-1", seed=1)["runs"]
     assert pyramid["guidance"] == [2.5] * 3 and original["guidance"] == [5.0]  # the base preset's own
-    assert page.model_guidance(f"{page.CHECKPOINT_PREFIX}{ck['id']}") == "2.5"
-    assert page.model_guidance("tiny") == "5" and page.model_guidance("checkpoint:999") == "5"
+    assert model_guidance(f"{CHECKPOINT_PREFIX}{ck['id']}") == "2.5"
+    assert model_guidance("tiny") == "5" and model_guidance("checkpoint:999") == "5"
 
 
 def test_a_per_stage_recommendation_applies_to_plans_with_that_many_stages(pwan_env, checkpoint_dir, monkeypatch):
-    from ui import page
+    from ui.tabs.common import CHECKPOINT_PREFIX, model_guidance
+    from ui.tabs.generate import submit
 
     monkeypatch.setenv("PWAN_MODEL", "tiny")
     card = {**json.loads((checkpoint_dir / "card.json").read_text()), "stages": 3}
@@ -307,14 +308,14 @@ def test_a_per_stage_recommendation_applies_to_plans_with_that_many_stages(pwan_
     fewer = "-".join(["2"] * (stages - 1))  # another stage count: the single value
     assert api.submit_run("a cat", checkpoint="tuned", schedule=fewer, seed=1)["guidance"] == [2.0] * (stages - 1)
     assert api.submit_run("a cat", checkpoint="tuned", schedule=plan, seed=1, guidance=3)["guidance"] == [3.0] * stages
-    box = page.model_guidance(f"{page.CHECKPOINT_PREFIX}{ck['id']}")
+    box = model_guidance(f"{CHECKPOINT_PREFIX}{ck['id']}")
     assert box == ", ".join(f"{g:g}" for g in per_stage)
     # the page leaves an untouched recommendation to the server, which fits it to the plan that runs
-    common = dict(negative_prompt="", model=f"{page.CHECKPOINT_PREFIX}{ck['id']}", seed=1, random_seed=False,
+    common = dict(negative_prompt="", model=f"{CHECKPOINT_PREFIX}{ck['id']}", seed=1, random_seed=False,
                   size=None, compare=False)
-    out = page.submit("a cat", mode="original", schedule="0-0-4", guidance=box, **common)
+    out = submit("a cat", mode="original", schedule="0-0-4", guidance=box, **common)
     assert api.get_run(out["run_ids"][0])["guidance"] == [2.0]
-    out = page.submit("a cat", mode="pyramidal", schedule=plan, guidance=box, **common)
+    out = submit("a cat", mode="pyramidal", schedule=plan, guidance=box, **common)
     assert api.get_run(out["run_ids"][0])["guidance"] == per_stage
-    out = page.submit("a cat", mode="pyramidal", schedule=plan, guidance="4", **common)
+    out = submit("a cat", mode="pyramidal", schedule=plan, guidance="4", **common)
     assert api.get_run(out["run_ids"][0])["guidance"] == [4.0] * stages
