@@ -294,3 +294,96 @@ def compare_table(a: dict, b: dict) -> list[list[str]]:
 
 def _n(v: float | None, digits: int = 2) -> str:
     return "–" if v is None else f"{v:,.{digits}f}"
+
+
+# ---------------------------------------------------------------------------- tables and summaries
+JOB_SUMMARY_KEYS = ("data", "steps", "schedule", "lr", "lora_rank", "teacher", "out")
+
+
+def fmt_created(value: str | None) -> str:
+    """An ISO timestamp as ``YYYY-MM-DD HH:MM:SS`` (the tables' "created (UTC)" column)."""
+    return (value or "")[:19].replace("T", " ")
+
+
+def history_row(r: dict) -> list[Any]:
+    """One row of the History table (the still column is HTML)."""
+    return [
+        r["id"], still_html(r), r["status"], model_label(r), r["mode"], r["schedule"],
+        size_label(r["frames"], r["height"], r["width"]), r["seed"], fmt_created(r["created_at"]),
+        "" if r.get("total_seconds") is None else f"{r['total_seconds']:.1f}",
+        r["prompt"] if len(r["prompt"]) <= 60 else r["prompt"][:59] + "…",
+    ]
+
+
+def _last_loss(job: dict) -> str:
+    last = (job.get("losses") or [None])[-1]
+    return f"{last['loss']:.4g}" if isinstance(last, dict) and "loss" in last else ""
+
+
+def job_row(j: dict) -> list[Any]:
+    """One row of the Admin tab's finetune jobs table."""
+    return [j["id"], j["name"], j["base"], j["status"], f"{j.get('step') or 0}/{j.get('steps') or '?'}",
+            f"{(j.get('fraction') or 0):.0%}", _last_loss(j), fmt_created(j["created_at"])]
+
+
+def checkpoint_row(c: dict) -> list[Any]:
+    """One row of the Admin tab's checkpoints table."""
+    return [c["id"], c["name"], c["kind"], c["base"], c["path"], fmt_created(c["created_at"])]
+
+
+def loss_points(job: dict) -> list[dict]:
+    """The job's recorded ``{"step", "loss"}`` points (anything else in the list is skipped)."""
+    return [p for p in job.get("losses") or [] if isinstance(p, dict) and "step" in p and "loss" in p]
+
+
+def job_detail(job: dict) -> str:
+    """Markdown about one finetune job: status, progress, error, the main settings, its checkpoint."""
+    detail = (f"**Job #{job['id']}** `{job['name']}` over `{job['base']}` · {status_badge(job['status'])} · "
+              f"step {job.get('step') or 0}/{job.get('steps') or '?'} ({(job.get('fraction') or 0):.0%})")
+    if job.get("error"):
+        detail += f"\n\n**Error:** {job['error']}"
+    config = job.get("config") or {}
+    shown = [f"{k} `{config[k]}`" for k in JOB_SUMMARY_KEYS if config.get(k) not in (None, "")]
+    if shown:
+        detail += "\n\n" + " · ".join(shown)
+    if job.get("checkpoint_id"):
+        detail += f"\n\nRegistered as checkpoint #{job['checkpoint_id']}: pick it as the model in Generate."
+    return detail
+
+
+def comparison_summary(quality: dict, speed: dict) -> str:
+    """Markdown under the comparison table: how close B is to A (PSNR/SSIM) and B's speed-up."""
+    if quality["comparable"]:
+        psnr = ("identical (∞ dB)" if quality["psnr_mean"] == float("inf")
+                else f"{quality['psnr_mean']:.2f} dB")
+        text = (f"**How close B is to A** over {quality['frames']} frames: PSNR **{psnr}**, "
+                f"SSIM **{quality['ssim_mean']:.4f}** (1.0 = identical).")
+    else:
+        text = f"**How close:** {quality['reason']}."
+    return text + (f"\n\n**B against A:** {fmt_ratio(speed['tflops'])} fewer TFLOPs, "
+                   f"{fmt_ratio(speed['denoise'])} faster denoising, {fmt_ratio(speed['total'])} faster in total.")
+
+
+def watch_view(rows: list[dict], comparison: bool, previews: set[int], group: str) -> dict[str, Any]:
+    """What the Generate tab shows for the runs it follows: ``progress``, ``preview``, ``videos``
+    and ``card`` (markdown), and ``finished``. ``comparison``: ``rows`` are the original and the
+    pyramid of one comparison; ``previews``: ids of the runs whose low-resolution preview exists."""
+    pair = comparison and len(rows) == 2
+    labels = ["original", "pyramidal"] if pair else [None] * len(rows)
+    progress = "".join(progress_html(r, f"{lab}: {run_title(r)}" if lab else None)
+                       for r, lab in zip(rows, labels))
+    preview = ""
+    for r in rows:
+        if r["mode"] == "pyramidal" and r["status"] in ("running", "done") and r["id"] in previews:
+            preview = preview_html(r["id"], str(r["stage"] or 0))
+    finished = all(r["status"] in FINAL for r in rows)
+    done = [r for r in rows if r["status"] == "done"]
+    videos, card = "", ""
+    if finished:
+        if done:
+            videos = videos_html(done, group=group)
+        original = rows[0] if pair else None
+        card = run_card(rows[-1], original)
+        if original is not None and original["status"] == "done":
+            card += "\n\n" + run_card(original).split("\n\n|", 1)[0]
+    return {"progress": progress, "preview": preview, "videos": videos, "card": card, "finished": finished}

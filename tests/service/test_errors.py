@@ -33,7 +33,8 @@ def test_the_field_travels_with_the_error():
 
 def test_the_rest_api_and_the_page_answer_from_the_table():
     gr = pytest.importorskip("gradio")
-    from ui import page, rest
+    from ui import rest
+    from ui.tabs import common as page
 
     def raising(exc):
         def fn():

@@ -119,19 +119,21 @@ def _tuned_checkpoint(folder: Path) -> dict:
 
 
 def test_page_submit_with_the_box_untouched_stores_the_cards_guidance_and_source(pwan_env, tmp_path):
-    from ui import page, views
+    from ui import views
+    from ui.tabs.common import CHECKPOINT_PREFIX, model_guidance
+    from ui.tabs.generate import submit
 
     ck = _tuned_checkpoint(tmp_path / "tuned")
-    choice = f"{page.CHECKPOINT_PREFIX}{ck['id']}"
+    choice = f"{CHECKPOINT_PREFIX}{ck['id']}"
     common = dict(negative_prompt="", model=choice, seed=1, random_seed=False, size=None, compare=False)
-    out = page.submit("a cat", mode="pyramidal", schedule="2-2-1", guidance=page.model_guidance(choice), **common)
+    out = submit("a cat", mode="pyramidal", schedule="2-2-1", guidance=model_guidance(choice), **common)
     row = service.get_run(out["run_ids"][0])
     assert row["guidance"] == [1.0, 1.0, 2.5] and row["guidance_source"] == "checkpoint card"
     assert "guidance 1, 1, 2.5 (checkpoint card)" in views.run_card(row)
-    out = page.submit("a cat", mode="pyramidal", schedule="2-2-1", guidance="", **common)  # emptied: the same
+    out = submit("a cat", mode="pyramidal", schedule="2-2-1", guidance="", **common)  # emptied: the same
     row = service.get_run(out["run_ids"][0])
     assert row["guidance"] == [1.0, 1.0, 2.5] and row["guidance_source"] == "checkpoint card"
-    out = page.submit("a cat", mode="pyramidal", schedule="2-2-1", guidance="3", **common)
+    out = submit("a cat", mode="pyramidal", schedule="2-2-1", guidance="3", **common)
     assert service.get_run(out["run_ids"][0])["guidance_source"] == "request"
 
 

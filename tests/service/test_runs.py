@@ -189,13 +189,13 @@ def test_pruning_the_sql_broker_keeps_waiting_messages(pwan_env):
 
 def test_the_page_defaults_to_the_pyramidal_finetune_shipped_for_the_default_preset(pwan_env, checkpoint_dir,
                                                                                    monkeypatch):
-    from ui import page
+    from ui.tabs import common as page
 
     monkeypatch.setenv("PWAN_MODEL", "tiny")
     service.register_checkpoint(checkpoint_dir, "tiny", "tiny-lora")
-    assert page._initial_model(page.model_choices()) == "tiny"  # another name: not the shipped pyramidal one
+    assert page.initial_model(page.model_choices()) == "tiny"  # another name: not the shipped pyramidal one
     ck = service.register_checkpoint(checkpoint_dir, "tiny", "tiny-pyramidal")
-    assert page._initial_model(page.model_choices()) == f"{page.CHECKPOINT_PREFIX}{ck['id']}"
+    assert page.initial_model(page.model_choices()) == f"{page.CHECKPOINT_PREFIX}{ck['id']}"
     # so does the API when a request names no model: pyramidal plans run the shipped finetune
     run = service.submit_run("a cat", schedule="2-2-1", seed=1)
     assert (run["model"], run["checkpoint_id"]) == ("tiny", ck["id"])
@@ -204,7 +204,7 @@ def test_the_page_defaults_to_the_pyramidal_finetune_shipped_for_the_default_pre
 
 
 def test_requests_without_guidance_get_the_models_recommended_one(pwan_env, checkpoint_dir, monkeypatch):
-    from ui import page
+    from ui.tabs import common as page
 
     monkeypatch.setenv("PWAN_MODEL", "tiny")
     card = json.loads((checkpoint_dir / "card.json").read_text())
@@ -220,7 +220,8 @@ def test_requests_without_guidance_get_the_models_recommended_one(pwan_env, chec
 
 
 def test_a_per_stage_recommendation_applies_to_plans_with_that_many_stages(pwan_env, checkpoint_dir, monkeypatch):
-    from ui import page
+    from ui.tabs import common as page
+    from ui.tabs.generate import submit
 
     monkeypatch.setenv("PWAN_MODEL", "tiny")
     card = {**json.loads((checkpoint_dir / "card.json").read_text()), "stages": 3}
@@ -238,9 +239,9 @@ def test_a_per_stage_recommendation_applies_to_plans_with_that_many_stages(pwan_
     # the page leaves an untouched recommendation to the server, which fits it to the plan that runs
     common = dict(negative_prompt="", model=f"{page.CHECKPOINT_PREFIX}{ck['id']}", seed=1, random_seed=False,
                   size=None, compare=False)
-    out = page.submit("a cat", mode="original", schedule="0-0-4", guidance=box, **common)
+    out = submit("a cat", mode="original", schedule="0-0-4", guidance=box, **common)
     assert service.get_run(out["run_ids"][0])["guidance"] == [2.0]
-    out = page.submit("a cat", mode="pyramidal", schedule=plan, guidance=box, **common)
+    out = submit("a cat", mode="pyramidal", schedule=plan, guidance=box, **common)
     assert service.get_run(out["run_ids"][0])["guidance"] == per_stage
-    out = page.submit("a cat", mode="pyramidal", schedule=plan, guidance="4", **common)
+    out = submit("a cat", mode="pyramidal", schedule=plan, guidance="4", **common)
     assert service.get_run(out["run_ids"][0])["guidance"] == [4.0] * stages

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from tests.studio.conftest import ADMIN_PASSWORD
+from tests.ui.conftest import ADMIN_PASSWORD
 from ui.rest import build_router, install_error_handlers
 
 pytestmark = pytest.mark.timeout(600)

@@ -90,7 +90,7 @@ def test_speedup_and_card():
 
 
 def test_a_distilled_checkpoint_offers_its_few_step_schedules(monkeypatch):
-    from ui import page
+    from ui.tabs import common
 
     class FakeApi:
         @staticmethod
@@ -98,7 +98,44 @@ def test_a_distilled_checkpoint_offers_its_few_step_schedules(monkeypatch):
             assert checkpoint_id == 3
             return {"card": {"schedule": "2-2-1", "recommended_schedules": ["1-1-1", "2-2-1", "20-20-10"]}}
 
-    monkeypatch.setattr(page, "_api", lambda: FakeApi)
-    assert page.schedule_choices("checkpoint:3")[:3] == ["1-1-1", "2-2-1", "20-20-10"]
-    assert page.schedule_choices("tiny") == views.SCHEDULE_PRESETS
-    assert page.split_model("checkpoint:3") == (None, 3) and page.split_model("tiny") == ("tiny", None)
+    monkeypatch.setattr(common, "service", FakeApi)
+    assert common.schedule_choices("checkpoint:3")[:3] == ["1-1-1", "2-2-1", "20-20-10"]
+    assert common.schedule_choices("tiny") == views.SCHEDULE_PRESETS
+    assert common.split_model("checkpoint:3") == (None, 3) and common.split_model("tiny") == ("tiny", None)
+
+
+def test_table_rows_and_summaries():
+    run = {"id": 4, "status": "done", "model": "tiny", "checkpoint_name": None, "mode": "pyramidal",
+           "schedule": "2-2-1", "frames": 17, "height": 128, "width": 128, "seed": 3,
+           "created_at": "2026-01-02T03:04:05.678", "total_seconds": 1.25, "prompt": "x" * 70,
+           "still_path": "s.jpg", "finished_at": "t"}
+    row = views.history_row(run)
+    assert row[0] == 4 and 'src="/api/runs/4/still?v=t"' in row[1] and row[8] == "2026-01-02 03:04:05"
+    assert row[9] == "1.2" and row[10] == "x" * 59 + "…"
+    job = {"id": 2, "name": "j", "base": "tiny", "status": "running", "step": 5, "steps": 10, "fraction": 0.5,
+           "losses": [{"step": 5, "loss": 0.12345}, "noise"], "created_at": None, "error": None,
+           "config": {"steps": 10, "lr": None}, "checkpoint_id": 9}
+    assert views.job_row(job)[4:7] == ["5/10", "50%", ""]  # the last entry is no loss point
+    assert views.loss_points(job) == [{"step": 5, "loss": 0.12345}]
+    detail = views.job_detail(job)
+    assert "step 5/10 (50%)" in detail and "steps `10`" in detail and "lr" not in detail
+    assert "checkpoint #9" in detail
+    speed = {"tflops": 4.0, "denoise": 2.0, "total": 1.5}
+    close = views.comparison_summary({"comparable": True, "psnr_mean": float("inf"), "ssim_mean": 1.0,
+                                      "frames": 17}, speed)
+    assert "identical (∞ dB)" in close and "4.00x fewer TFLOPs" in close
+    assert views.comparison_summary({"comparable": False, "reason": "sizes differ"}, speed).startswith(
+        "**How close:** sizes differ.")
+
+
+def test_the_watch_view_shows_videos_and_the_card_once_every_run_is_final():
+    base = {"mode": "pyramidal", "schedule": "2-2-1", "prompt": "a cat", "stage": 0, "seed": 1, "model": "tiny",
+            "frames": 17, "height": 128, "width": 128, "guidance": [5.0]}
+    running = {**base, "id": 1, "status": "running", "phase": "denoising", "stage": 0, "stages": 3}
+    view = views.watch_view([running], False, {1}, group="gen-1")
+    assert not view["finished"] and "pw-preview" in view["preview"] and view["videos"] == view["card"] == ""
+    original = {**base, "id": 1, "mode": "original", "status": "done", "report": {}}
+    pyramid = {**base, "id": 2, "status": "failed", "error": "boom"}
+    view = views.watch_view([original, pyramid], True, set(), group="gen-1")
+    assert view["finished"] and "original: #1" in view["progress"] and "pyramidal: #2" in view["progress"]
+    assert "/api/runs/1/video" in view["videos"] and "**Error:** boom" in view["card"] and "**Run #1**" in view["card"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.studio.conftest import ADMIN_PASSWORD, TINY_RUN
+from tests.ui.conftest import ADMIN_PASSWORD, TINY_RUN
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -307,7 +307,7 @@ def test_lockout_per_forwarded_client_behind_a_trusted_proxy(pwan_env, monkeypat
 
 def test_the_server_ignores_x_forwarded_for_without_trusted_proxies(tmp_path, monkeypatch):
     """The real server (uvicorn): a client cannot dodge its lockout by sending X-Forwarded-For."""
-    from tests.studio.conftest import Studio
+    from tests.ui.conftest import Studio
 
     monkeypatch.setenv("PWAN_ADMIN_MAX_FAILURES", "2")
     monkeypatch.delenv("PWAN_TRUSTED_PROXIES", raising=False)
@@ -328,7 +328,7 @@ def test_a_malformed_trusted_proxies_setting_stops_the_start(tmp_path):
     import subprocess
     import sys
 
-    from tests.studio.conftest import ROOT
+    from tests.ui.conftest import ROOT
 
     env = {**os.environ, "PWAN_DATA_DIR": str(tmp_path), "PWAN_TRUSTED_PROXIES": "10.0.0.0/99"}
     done = subprocess.run([sys.executable, str(ROOT / "app.py"), "--no-worker"], cwd=ROOT, env=env,

@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.studio.conftest import ADMIN_PASSWORD, screenshot
+from tests.ui.conftest import ADMIN_PASSWORD, screenshot
 
 pytestmark = pytest.mark.timeout(300)
 

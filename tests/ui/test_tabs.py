@@ -1,0 +1,81 @@
+"""The page's tabs without a server: their handlers answer ``{component: value}``, and the page
+reaches the backend only through :mod:`service`."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def tabs(pwan_env, monkeypatch):
+    """The built page's tabs (``gen``, ``cmp``, ``hist``, ``adm``) in an isolated installation."""
+    monkeypatch.setenv("PWAN_MODEL", "tiny")
+    from ui.tabs import admin, common, compare, generate, history
+
+    with gr.Blocks():
+        banner, admin_ok, held_tokens = gr.Markdown(), gr.State(False), gr.State({})
+        with gr.Tabs() as strip:
+            shared = common.Shared(tabs=strip, banner=banner, admin_ok=admin_ok, held_tokens=held_tokens)
+            gen = generate.build(shared)
+            found = {"gen": gen, "cmp": compare.build(shared), "hist": history.build(shared),
+                     "adm": admin.build(shared, model=gen.model)}
+    return found
+
+
+def test_the_page_and_its_tabs_import_service_not_workers():
+    for path in [ROOT / "ui" / "page.py", *sorted((ROOT / "ui" / "tabs").glob("*.py"))]:
+        tree = ast.parse(path.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not [n for n in names if n.split(".")[0] == "workers"], path
+
+
+def test_generate_queues_follows_and_keeps_the_cancel_token(tabs):
+    gen = tabs["gen"]
+    out = gen.on_generate("a cat", "", "tiny", "pyramidal", "2-2-1", "5", 7, False, "17 x 128 x 128", False, {})
+    run_id = out[gen.submitted]["run_ids"][0]
+    assert out[gen.message] == f"Queued run #{run_id}, seed 7."
+    assert list(out[gen.shared.held_tokens]) == [str(run_id)]
+    first = gen.poll(out[gen.watch])
+    assert f'data-run="{run_id}"' in first[gen.progress] and first[gen.timer].active
+    again = gen.poll(first[gen.watch])  # nothing changed: the cards are skipped, the timer goes on
+    assert again[gen.progress] == gr.skip() and again[gen.timer].active
+    cancelled = gen.cancel_current(first[gen.watch], out[gen.shared.held_tokens], False)
+    assert cancelled[gen.message] == f"Cancelling run #{run_id} (cancelled)."
+
+
+def test_generate_refuses_bad_input_with_a_message(tabs):
+    gen = tabs["gen"]
+    out = gen.on_generate("", "", "tiny", "pyramidal", "2-2-1", "5", 1, False, "17 x 128 x 128", False, {})
+    assert "prompt is empty" in out[gen.message] and out[gen.submitted] is None
+    assert gen.shared.held_tokens not in out
+    refused = gen.on_schedule("2-0-1", "17 x 128 x 128")
+    assert refused[gen.message]["value"].startswith("⚠") and refused[gen.size] == gr.update()
+
+
+def test_history_actions_answer_with_a_message(tabs):
+    from ui.tabs.common import friendly
+    from ui.tabs.history import EMPTY
+
+    hist = tabs["hist"]
+    assert hist.reload(None, None, None) == {hist.table: EMPTY}
+    refused = hist.soft(hist.delete_run)(None, False, None, None, None)
+    assert refused == {hist.message: "⚠ deleting runs needs the admin password (unlock it in the Admin tab)"}
+    with pytest.raises(gr.Error, match="not finished"):
+        friendly(tabs["cmp"].open_with)("a", 99)
+
+
+def test_admin_actions_need_the_unlocked_session(tabs):
+    from ui.tabs.admin import admin_only
+
+    adm = tabs["adm"]
+    with pytest.raises(gr.Error, match="unlock the admin tab"):
+        admin_only(adm.refresh_tables)(False)
+    tables = admin_only(adm.refresh_tables)(True)
+    assert tables[adm.job_table][0][0] == "" and tables[adm.ckpt_table][0][0] == ""
