@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from settings import reload_settings
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -339,6 +341,7 @@ def phase_pyramid(cfg: RecipeConfig, ship: Path, log) -> Path:
 
     check_pyramid_settings(cfg)
     os.environ["PWAN_MINI_PATH"] = str(ship)
+    reload_settings()  # the pyramidal finetune below loads the mini model from ``ship``
     out = Path(cfg.ship) / "mini-pyramidal"
     card_path = out / "card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}

@@ -25,6 +25,7 @@ from db import checkpoints as db_checkpoints
 from db import queue
 from db import runs as db_runs
 from db.models import Run, Status
+from settings import get_settings
 from workers import config
 from workers.models import ModelCache, model_cache
 from workers.progress import SHUTDOWN, Heartbeat, PhaseShares, ProgressReporter, estimate_shares
@@ -156,7 +157,7 @@ def execute_run(run_id: int, worker: str, cache: ModelCache | None = None) -> st
         log.info("run %s is %s: not running it again", run_id, row["status"])
         return f"skipped: {row['status']}"
     cache = cache or model_cache()
-    with Heartbeat(Run, run_id, claim.attempt, config.heartbeat_seconds()) as beat:
+    with Heartbeat(Run, run_id, claim.attempt, get_settings().heartbeat_seconds) as beat:
         try:
             outcome, fields = _generate(run_id, claim.row, cache, beat)
         except _Stopped as stop:
@@ -204,7 +205,7 @@ def _generate(run_id: int, row: dict[str, Any], cache: ModelCache, beat: Heartbe
         preview["path"] = str(path)
         beat.beat(preview_path=str(path))  # followers see it now, not only when the run ends
 
-    reporter = ProgressReporter(beat, config.progress_seconds(), on_preview=save_preview, shares=shares,
+    reporter = ProgressReporter(beat, get_settings().progress_seconds, on_preview=save_preview, shares=shares,
                                 phase="loading")
     try:
         result = pipe.generate(request, callback=reporter)

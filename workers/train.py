@@ -23,6 +23,7 @@ from db import checkpoints as db_checkpoints
 from db import jobs as db_jobs
 from db import queue
 from db.models import FinetuneJob, Status
+from settings import get_settings
 from workers import config
 from workers.celery_app import app
 from workers.progress import SHUTDOWN, Heartbeat
@@ -70,7 +71,7 @@ def execute_job(job_id: int, worker: str) -> str:
         return "missing"
     if claim is None:
         return f"skipped: {row['status']}"
-    with Heartbeat(FinetuneJob, job_id, claim.attempt, config.heartbeat_seconds()) as beat:
+    with Heartbeat(FinetuneJob, job_id, claim.attempt, get_settings().heartbeat_seconds) as beat:
         try:
             outcome, fields = _train(job_id, claim, beat)
         except _Stopped as stop:
@@ -112,7 +113,7 @@ def _train(job_id: int, claim, beat: Heartbeat):
                        f"A checkpoint named {row['name']!r} already exists; submit the job under another name.")
     beat.beat(output_dir=str(Path(cfg.out).resolve()), steps=cfg.steps)
 
-    interval = config.progress_seconds()
+    interval = get_settings().progress_seconds
     pending: list[dict] = []
     last = {"t": float("-inf")}
 
