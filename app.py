@@ -5,7 +5,7 @@
     python app.py --no-worker          # only the page and the API (workers run elsewhere)
 
 Configuration comes from the environment (PWAN_DATA_DIR, PWAN_DATABASE_URL, PWAN_BROKER_URL,
-PWAN_MODEL, PWAN_ADMIN_PASSWORD); see docs and workers/config.py. Never shares a public link.
+PWAN_MODEL, PWAN_ADMIN_PASSWORD, ...): see settings.py. Never shares a public link.
 """
 from __future__ import annotations
 
@@ -56,11 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     ap.add_argument("--no-worker", action="store_true", help="do not start the embedded worker")
     args = ap.parse_args(argv)
-    from ui.auth import trusted_proxies
+    from settings import SettingsError, get_settings
 
     try:
-        trusted_proxies()  # a malformed PWAN_TRUSTED_PROXIES stops the start, not every admin request
-    except ValueError as exc:
+        get_settings()  # a malformed PWAN_* variable stops the start, not a request later
+    except SettingsError as exc:
         ap.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -26,6 +26,8 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (
 
 import numpy as np  # noqa: E402
 
+from settings import reload_settings  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 STRIP_PROMPTS = ("a red circle moves to the right", "a green square moves up", "a blue circle moves down")
 
@@ -78,6 +80,7 @@ def table(args) -> dict:
     from finetune.world import all_captions, make_clip
 
     os.environ["PWAN_MINI_PATH"] = str(Path(args.mini).resolve())
+    reload_settings()
     captions = all_captions()
     prompts = [captions[i % len(captions)] for i in range(args.clips)]
     seeds = list(range(args.clips))
@@ -154,6 +157,7 @@ def resolve_row_guidance(args) -> None:
     from core import StagePlan, resolve_guidance
 
     os.environ["PWAN_MINI_PATH"] = str(Path(args.mini).resolve())
+    reload_settings()
     args.guidance, args.guidance_source = resolve_guidance(args.guidance, "mini", None, stages=1)
     pyramid = args.pyramid_guidance
     if pyramid is not None:

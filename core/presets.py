@@ -12,12 +12,13 @@ stock ``WanPipeline`` run on identical components.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from settings import get_settings
 
 from .errors import ModelLoadError
 
@@ -160,8 +161,8 @@ def _first_line(exc: Exception) -> str:
 
 
 def _build_wan13b(device: torch.device) -> Components:
-    source = os.environ.get("PWAN_WAN_PATH") or WAN_HUB_ID
-    if os.environ.get("PWAN_WAN_PATH") and not Path(source).is_dir():
+    source = get_settings().wan_path or WAN_HUB_ID
+    if get_settings().wan_path and not Path(source).is_dir():
         raise ModelLoadError(
             f"PWAN_WAN_PATH={source!r} is not a folder. Point it at a downloaded copy of {WAN_HUB_ID} "
             "(diffusers format: transformer/, vae/, text_encoder/, tokenizer/)."
@@ -178,11 +179,9 @@ def _build_wan13b(device: torch.device) -> Components:
     return Components(*parts, flow_shift=3.0, max_sequence_length=512, info={"source": source})
 
 
-MINI_DIR = Path(__file__).resolve().parent.parent / "models" / "mini"
-
-
 def mini_path() -> Path:
-    return Path(os.environ.get("PWAN_MINI_PATH") or MINI_DIR)
+    """The ``mini`` preset's folder (``PWAN_MINI_PATH``, by default ``models/mini``)."""
+    return get_settings().mini_path
 
 
 def mini_available() -> bool:
@@ -224,7 +223,7 @@ def list_presets() -> list[str]:
 
 def default_preset() -> str:
     """``PWAN_MODEL`` if set; else the real model with a GPU, the best CPU model without."""
-    env = os.environ.get("PWAN_MODEL")
+    env = get_settings().model
     if env:
         return env
     if torch.cuda.is_available():

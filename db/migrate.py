@@ -92,11 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from sqlalchemy import create_engine, make_url
 
-    from db.config import database_url
+    from settings import get_settings
 
     # a plain engine (not db.session's tuned pair): a one-off command needs no pool, and db.session
     # itself imports this module to migrate every engine it makes
-    url = args.url or database_url()
+    url = args.url or get_settings().database_url
     if url.startswith("sqlite") and make_url(url).database not in (None, "", ":memory:"):
         Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError, IntegrityError
 from sqlalchemy.orm import Session
 
-from db import config
+from settings import get_settings
 
 BUSY_TIMEOUT_S = 30.0
 
@@ -96,7 +96,7 @@ def _create_schema(engine: Engine) -> None:
 
 
 def _engines_for(url: str | None) -> tuple[Engine, Engine]:
-    url = url or config.database_url()
+    url = url or get_settings().database_url
     pair = _engines.get(url)
     if pair is None:
         with _lock:

@@ -23,11 +23,13 @@ import os
 import sys
 from pathlib import Path
 
+from settings import get_settings
+
 
 def out_folder(out: str) -> str:
     if os.sep in out or out.startswith("."):
         return str(Path(out).expanduser().resolve())
-    data_dir = Path(os.environ.get("PWAN_DATA_DIR") or "./data").expanduser().resolve()
+    data_dir = get_settings().data_dir
     return str(data_dir / "checkpoints" / out)
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .toolkit import EMA, Resumable, add_flags, config_from_flags, read_state, scheduled_lr, set_lr, write_card
+from settings import reload_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -323,6 +324,7 @@ def phase_pyramid(cfg: RecipeConfig, ship: Path, log) -> Path:
 
     check_pyramid_settings(cfg)
     os.environ["PWAN_MINI_PATH"] = str(ship)
+    reload_settings()  # the pyramidal finetune below loads the mini model from ``ship``
     out = Path(cfg.ship) / "mini-pyramidal"
     card_path = out / "card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}

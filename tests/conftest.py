@@ -9,6 +9,10 @@ they fail: CI must never pass by skipping.
 * ``db_url``: parametrized over ``sqlite`` and ``postgresql``; empty tables for every test.
 * ``pwan_env``: ``PWAN_*`` variables pointing at a tmp data folder, the ``db_url`` database and
   an SQLite broker file; short heartbeat/stale times; the Celery app reconfigured.
+
+The settings (:mod:`settings`) are read once per process and cached. So that a test sees the
+environment it sets, the cache is cleared around every test, and ``monkeypatch`` is one whose
+``setenv``/``delenv`` (and their undoing) clear it too.
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("PWAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
+from settings import reload_settings  # noqa: E402  (after the repo is on sys.path)
+
 #: Fast timings for tests (seconds).
 FAST_TIMINGS = {
     "PWAN_HEARTBEAT_SECONDS": "0.5",
@@ -46,6 +52,40 @@ def service_missing(reason: str) -> None:
     if in_ci():
         pytest.fail(f"{reason} (CI=true: services are required)", pytrace=False)
     pytest.skip(reason)
+
+
+# ---------------------------------------------------------------------------- settings
+class SettingsMonkeyPatch(pytest.MonkeyPatch):
+    """pytest's ``monkeypatch``; changing an environment variable makes the next
+    :func:`settings.get_settings` read the environment again."""
+
+    def setenv(self, name: str, value: str, prepend: str | None = None) -> None:
+        super().setenv(name, value, prepend)
+        reload_settings()
+
+    def delenv(self, name: str, raising: bool = True) -> None:
+        super().delenv(name, raising)
+        reload_settings()
+
+    def undo(self) -> None:
+        super().undo()
+        reload_settings()
+
+
+@pytest.fixture
+def monkeypatch():
+    """Replaces pytest's own fixture of this name (same object, settings-aware)."""
+    patch = SettingsMonkeyPatch()
+    yield patch
+    patch.undo()
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings():
+    """Every test starts (and leaves) with settings read from the environment as it is then."""
+    reload_settings()
+    yield
+    reload_settings()
 
 
 # ---------------------------------------------------------------------------- services

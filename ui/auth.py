@@ -13,28 +13,15 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import os
 import time
 from dataclasses import dataclass
 
 from db import admin as db_admin
+from settings import get_settings
 
 
 def admin_password() -> str | None:
-    return os.environ.get("PWAN_ADMIN_PASSWORD") or None
-
-
-def trusted_proxies() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """``PWAN_TRUSTED_PROXIES`` as networks; a malformed entry is an error naming it."""
-    networks = []
-    for entry in os.environ.get("PWAN_TRUSTED_PROXIES", "").split(","):
-        if entry.strip():
-            try:
-                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
-            except ValueError:
-                raise ValueError(f"PWAN_TRUSTED_PROXIES: {entry.strip()!r} is not an IP address "
-                                 "or a network like 10.0.0.0/8") from None
-    return networks
+    return get_settings().admin_password
 
 
 def _trusted(address: str, networks) -> bool:
@@ -49,7 +36,7 @@ def client_key(peer: str | None, forwarded_for: str | list[str] | None = None) -
     """Who is asking: the socket ``peer``, or, when the peer is a trusted proxy, the last
     ``X-Forwarded-For`` hop that is not one (hops to its left are the client's own claims)."""
     peer = (peer or "?").strip()
-    networks = trusted_proxies()
+    networks = get_settings().trusted_proxies
     if not networks or not _trusted(peer, networks) or not forwarded_for:
         return peer
     if isinstance(forwarded_for, list):
@@ -84,8 +71,8 @@ class AdminGuard:
 
     def __init__(self, max_failures: int | None = None, window: float | None = None,
                  clock=time.time):
-        self.max_failures = max_failures or int(os.environ.get("PWAN_ADMIN_MAX_FAILURES", "5"))
-        self.window = window or float(os.environ.get("PWAN_ADMIN_LOCKOUT_SECONDS", "60"))
+        self.max_failures = max_failures or get_settings().admin_max_failures
+        self.window = window or get_settings().admin_lockout_seconds
         self.clock = clock
 
     def check(self, password: str | None, client: str = "?") -> Verdict:

@@ -13,6 +13,7 @@ from celery import Celery
 from kombu import Queue
 
 from db.session import prepare_sqlite_file
+from settings import get_settings, reload_settings
 from workers import config
 
 app = Celery("pwan", include=["workers.tasks", "workers.lifecycle"])
@@ -58,7 +59,7 @@ def celery_settings(broker_url: str) -> dict:
     )
     if is_redis:
         settings["broker_transport_options"] = {
-            "visibility_timeout": config.visibility_timeout(),
+            "visibility_timeout": get_settings().visibility_timeout,
             "socket_connect_timeout": 5,
         }
     if is_sql and "+sqlite" in broker_url:
@@ -70,12 +71,14 @@ def celery_settings(broker_url: str) -> dict:
 def configure(broker_url: str | None = None) -> Celery:
     """(Re)configure the app from the environment or for ``broker_url``.
 
-    Called at import. Call it again after changing ``PWAN_BROKER_URL`` in a running process
-    (tests, benchmarks): pooled broker connections to the old URL are closed.
+    Called at import. Call it again after changing ``PWAN_*`` variables in a running process
+    (tests, benchmarks): the settings are read again, and pooled broker connections to the old
+    URL are closed.
     """
-    url = broker_url or config.broker_url()
+    reload_settings()
+    url = broker_url or get_settings().broker_url
     if url.startswith(("sqla+", "sqlalchemy+")):
-        _set_sql_broker_polling(config.broker_poll_seconds())
+        _set_sql_broker_polling(get_settings().broker_poll_seconds)
         prepare_sqlite_file(url.split("+", 1)[1])
     if app.conf.get("broker_url") and app.conf.broker_url != url:
         _close_broker_connections()

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from settings import read_settings
 from workers import config
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class EmbeddedWorker:
         ]  # fmt: skip
 
     def _data_dir(self) -> Path:
-        path = Path(self.env.get("PWAN_DATA_DIR") or "./data").expanduser().resolve()
+        path = read_settings(self.env).data_dir  # the child's data folder, from its environment
         path.mkdir(parents=True, exist_ok=True)
         return path
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from db import queue
 from db.models import FinetuneJob, Run, Status
-from workers import config
+from settings import get_settings
 from workers.progress import SHUTDOWN, Heartbeat
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def execute(kind: ItemKind, item_id: int, worker: str, work: Work) -> str:
     if claim is None:
         log.info("%s %s is %s: not running it again", kind.label, item_id, row["status"])
         return f"skipped: {row['status']}"
-    with Heartbeat(kind.model, item_id, claim.attempt, config.heartbeat_seconds()) as beat:
+    with Heartbeat(kind.model, item_id, claim.attempt, get_settings().heartbeat_seconds) as beat:
         try:
             outcome, fields = work(claim, beat)
         except Stopped as stop:

@@ -21,6 +21,7 @@ from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from db.models import utcnow
 from db.session import init_db
+from settings import get_settings
 from workers import config
 from workers.progress import SHUTDOWN
 
@@ -45,9 +46,9 @@ def _on_ready(sender=None, **_kwargs) -> None:
     except Exception:
         log.exception("could not re-send messages for queued runs")
     _state["reaper"] = Reaper().start()
-    parent = os.environ.get("PWAN_EXIT_WITH_PARENT")
-    if parent and parent.isdigit():
-        threading.Thread(target=_watch_parent, args=(int(parent),), daemon=True).start()
+    parent = get_settings().exit_with_parent
+    if parent is not None:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     threading.Thread(target=_warm_up, name="pwan-warm-up", daemon=True).start()
     path = ready_file(hostname, os.getpid())
     info = {"worker": worker_id(hostname), "pid": os.getpid(), "ready_at": utcnow().isoformat()}
@@ -79,8 +80,7 @@ def _warm_up() -> None:
 
         from workers.models import model_cache
 
-        presets = [p.strip() for p in os.environ.get("PWAN_PRELOAD", "").split(",")]
-        for preset in filter(None, presets):
+        for preset in get_settings().preload:
             model_cache().get(preset)
             log.info("preloaded model %s", preset)
     except Exception:  # the run that needs it will report the error properly

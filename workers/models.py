@@ -87,7 +87,7 @@ def model_cache() -> ModelCache:
     """This process's cache (size from ``PWAN_MODEL_CACHE``)."""
     global _cache
     if _cache is None:
-        from workers.config import model_cache_size
+        from settings import get_settings
 
-        _cache = ModelCache(size=model_cache_size())
+        _cache = ModelCache(size=get_settings().model_cache)
     return _cache

@@ -22,6 +22,7 @@ import time
 from db import queue
 from db.broker import prune_delivered_messages
 from db.models import FinetuneJob, Run, utcnow
+from settings import get_settings
 from workers import config
 from workers.enqueue import enqueue_jobs, enqueue_runs
 
@@ -46,7 +47,7 @@ def _enqueue_released(runs: queue.Released, jobs: queue.Released) -> None:
 
 def reap_once() -> dict[str, queue.Released]:
     """Release running items whose heartbeat is stale; send messages for the re-queued ones."""
-    stale, limit = config.stale_seconds(), config.max_requeues()
+    stale, limit = get_settings().stale_seconds, get_settings().max_requeues
     runs = queue.release_stale(Run, stale, limit)
     jobs = queue.release_stale(FinetuneJob, stale, limit)
     _enqueue_released(runs, jobs)
@@ -56,7 +57,7 @@ def reap_once() -> dict[str, queue.Released]:
 def release_dead_worker(worker: str, crashed: bool = True) -> dict[str, queue.Released]:
     """Release the items of a worker process known to be gone. A crash uses up one re-queue;
     a deliberate stop (``crashed=False``) does not."""
-    limit = config.max_requeues()
+    limit = get_settings().max_requeues
     runs = queue.release_worker(Run, worker, limit, count_requeue=crashed)
     jobs = queue.release_worker(FinetuneJob, worker, limit, count_requeue=crashed)
     _enqueue_released(runs, jobs)
@@ -106,7 +107,7 @@ class Reaper:
     """A daemon thread calling :func:`reap_once` (and :func:`resend_lost_messages`) regularly."""
 
     def __init__(self, interval: float | None = None):
-        self.interval = interval or config.reap_seconds()
+        self.interval = interval or get_settings().reap_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pwan-reaper", daemon=True)
 
@@ -120,7 +121,7 @@ class Reaper:
             self._thread.join(timeout=5)
 
     def _loop(self) -> None:
-        lost_after = max(config.stale_seconds(), 30.0)
+        lost_after = max(get_settings().stale_seconds, 30.0)
         next_prune = 0.0
         while not self._stop.wait(self.interval):
             try:
@@ -128,6 +129,6 @@ class Reaper:
                 resend_lost_messages(lost_after)
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + PRUNE_EVERY_S
-                    prune_delivered_messages(config.broker_url(), older_than_s=PRUNE_AFTER_S)
+                    prune_delivered_messages(get_settings().broker_url, older_than_s=PRUNE_AFTER_S)
             except Exception:  # database or broker briefly away: try next round
                 log.exception("reaper round failed")

@@ -26,6 +26,7 @@ from db import checkpoints as db_checkpoints
 from db import runs as db_runs
 from db.files import output_path, preview_path, still_path
 from db.models import Run, Status
+from settings import get_settings
 from workers import config
 from workers.enqueue import enqueue_runs
 from workers.execution import ItemKind, Stopped, check_stop, execute
@@ -143,7 +144,7 @@ def _generate(run_id: int, row: dict[str, Any], cache: ModelCache, beat: Heartbe
         preview["path"] = str(path)
         beat.beat(preview_path=str(path))  # followers see it now, not only when the run ends
 
-    reporter = ProgressReporter(beat, config.progress_seconds(), on_preview=save_preview, shares=shares,
+    reporter = ProgressReporter(beat, get_settings().progress_seconds, on_preview=save_preview, shares=shares,
                                 phase="loading")
     try:
         result = pipe.generate(request, callback=reporter)

@@ -21,6 +21,7 @@ from db import checkpoints as db_checkpoints
 from db import jobs as db_jobs
 from db.files import default_out_dir
 from db.models import FinetuneJob, Status
+from settings import get_settings
 from workers import config
 from workers.enqueue import enqueue_jobs
 from workers.execution import ItemKind, Stopped, execute
@@ -67,7 +68,7 @@ def _train(job_id: int, claim, beat: Heartbeat):
                       f"A checkpoint named {row['name']!r} already exists; submit the job under another name.")
     beat.beat(output_dir=str(Path(cfg.out).resolve()), steps=cfg.steps)
 
-    interval = config.progress_seconds()
+    interval = get_settings().progress_seconds
     pending: list[dict] = []
     last = {"t": float("-inf")}
 

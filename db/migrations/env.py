@@ -24,11 +24,11 @@ def _run(connection) -> None:
 if config.attributes.get("connection") is not None:
     _run(config.attributes["connection"])
 else:  # the alembic command line: the database of PWAN_DATABASE_URL, under the migration lock
-    from db import config as db_config
     from db.migrate import locked_connection
     from db.session import build_engines
+    from settings import get_settings
 
-    engine, _ = build_engines(db_config.database_url())
+    engine, _ = build_engines(get_settings().database_url)
     with locked_connection(engine) as connection:
         _run(connection)
     engine.dispose()
