@@ -14,7 +14,11 @@ Architecture (no attention; per-frame 2D convolutions plus causal temporal convo
   first 3 frames of the first group are dropped, so latent frame 0 gives 1 pixel frame (Wan's
   causal first frame) and every later one 4, as TAEHV does; then one more causal temporal mix;
 * spatial x8: two stages of nearest x2 and 3x3 convolutions, then a 3x3 head to ``3 * 4``
-  channels and a pixel shuffle (the third x2), so no convolution runs at full resolution.
+  channels and a pixel shuffle (the third x2), so no convolution runs at full resolution;
+* ``skip``: a linear path beside all of it, a 1x1 convolution from each latent pixel to its
+  4 x 8 x 8 pixels (pixel-shuffled, folded in time like the main path). A latent pixel's colour is
+  nearly linear in its 16 channels, and without this path the convolutions learn shapes long before
+  colours (grey objects at 15 dB after 300 steps; with it 26 dB after 500).
 
 Every temporal operation looks only backwards, so pixel frame ``f`` depends on latent frames
 ``<= ceil(f / 4)`` only (the full decoder is causal the same way).
@@ -51,6 +55,7 @@ class TinyDecoderConfig:
     blocks: list[int] = field(default_factory=lambda: [2, 0, 0])  # residual blocks per resolution
     temporal: int = 4
     spatial: int = 8
+    skip: bool = True  # the linear latent-to-pixels path (see the module docstring)
     latent_space: str = ""  # preset whose VAE latents it decodes, e.g. "mini"
     latents_mean: list[float] | None = None
     latents_std: list[float] | None = None
@@ -133,6 +138,8 @@ class TinyVideoDecoder(nn.Module):
         self.up2 = nn.Conv2d(w1, w2, 3, padding=1)
         self.blocks2 = nn.ModuleList(ResBlock(w2, temporal=False) for _ in range(cfg.blocks[2]))
         self.head = nn.Conv2d(w2, cfg.out_channels * 4, 3, padding=1)
+        area = cfg.temporal * cfg.spatial ** 2
+        self.linear = nn.Conv2d(cfg.latent_channels, cfg.out_channels * area, 1) if cfg.skip else None
 
     # ------------------------------------------------------------------ shapes
     def output_shape(self, latent_shape: tuple[int, ...]) -> tuple[int, int, int, int, int]:
@@ -182,8 +189,20 @@ class TinyVideoDecoder(nn.Module):
         x = self.up2(x)
         for block in self.blocks2:
             x = block(x, b)
-        x = F.pixel_shuffle(self.head(F.relu(x)), 2)
-        return _frames3d(x, b)
+        x = _frames3d(F.pixel_shuffle(self.head(F.relu(x)), 2), b)
+        if self.linear is not None:
+            x = x + self._linear_path(latents.to(p.device, p.dtype))
+        return x
+
+    def _linear_path(self, latents: torch.Tensor) -> torch.Tensor:
+        """Each latent pixel's 1x1 map to its ``temporal x 8 x 8`` pixels, the first group cut to
+        one frame as in the main path: ``(B, 3, 1 + 4 (T - 1), 8H, 8W)``."""
+        x, b = _frames2d(latents)
+        bt, _, h, w = x.shape
+        k, c = self.config.temporal, self.config.out_channels
+        y = F.pixel_shuffle(self.linear(x), self.config.spatial)  # (B*T, k*c, 8h, 8w)
+        y = y.reshape(b, bt // b, k, c, y.shape[-2], y.shape[-1]).flatten(1, 2)[:, k - 1:]
+        return y.permute(0, 2, 1, 3, 4)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, chunk: int = 2) -> torch.Tensor:
