@@ -1,4 +1,4 @@
-"""A tiny convolutional video decoder for Wan latents (issue 18): a fast stand-in for the VAE decoder.
+"""A tiny convolutional video decoder for Wan latents: a fast stand-in for the VAE decoder.
 
 Input: normalised latents ``(B, C, T, H, W)`` exactly as the sampler returns them (what
 ``PyramidalWanPipeline.decode_batch`` de-normalises with the VAE's ``latents_mean``/``latents_std``

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .toolkit import EMA, Resumable, add_flags, config_from_flags, read_state, scheduled_lr, set_lr, write_card
+from .toolkit import (EMA, ConfigError, Resumable, add_flags, check_fields, config_from_flags, read_state,
+                      scheduled_lr, set_lr, setting, write_card)
 from settings import reload_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,49 +46,55 @@ def mini_transformer_config() -> dict:
 
 @dataclass
 class RecipeConfig:
-    work: str = "data/mini"  # resumable states of every phase
-    ship: str = str(REPO / "models")  # mini/ and mini-pyramidal/ go here
-    seed_states: str = str(REPO / "models" / "mini-work")  # committed partial states to start from
-    vae_steps: int = 2050  # encoder and decoder (models/mini-work/vae/summary.json records the finished phase)
-    vae_decoder_steps: int = 800  # then the decoder alone: the latents the transformer learns do not move
-    pretrain_steps: int = 16000
-    pyramid_steps: int = 1600
-    pyramid_schedule: str = "20-20-10"
-    clips: int = 1024  # world clips (seeds 0..clips-1) the transformer trains on
-    pyramid_clips: int = 1024  # clips of the pyramidal finetune (three encodes each: the pixel pyramid): the
-    # original's own 1,024 (held-out, 12-12-6: distance to the original 0.0062 against 0.0066 with 256)
-    encode_batch: int = 16  # clips per VAE call when caching latents (batching is ~4x faster on a CPU)
-    batch: int = 16
-    lr: float = 1e-3
-    lr_min_ratio: float = 0.1  # cosine decay to lr * this at the last step
-    warmup: int = 500
-    ema: float = 0.999  # the shipped transformer is the EMA of the weights
-    pyramid_ema: float = 0.995  # shorter horizon: the finetune is short, its EMA must forget the start
-    pyramid_boundaries: str = "0.8,0.5"  # the stage windows' inner noise levels: full resolution from 0.74
-    # (after the jump) instead of 0.59 with the default thirds; held-out, 12-12-6: the pyramid's
-    # background noise falls and its distance to the original drops (see README, "Stage windows")
-    pyramid_stage_shares: str = "30,30,5"  # clips per step for each stage, lowest first: the low stages see six
-    # times the full one's; held-out seeds 300000+, 200 clips, 12-12-6, with 1,024 clips: distance to the original
-    # 0.0056 against 0.0062 with 15,15,5 and 0.0061 with 60,60,5 (floor 0.0031; README, "Stage shares")
-    pyramid_jump: str = "carry"  # the card's hand-over between stages: carry the low stage's noise (pyramid.md
-    # §5), or "fresh": renoise its clean estimate (core.resample.fresh_jump; README, "What else was tried")
-    pyramid_bf16: bool = False  # fp32: bfloat16 autocast is emulated (~10x slower) on CPUs without avx512_bf16
-    pyramid_low_res: str = "pixels"  # the lower stages' clean latents (finetune.pyramidal.TrainConfig.low_res)
-    pyramid_cond_dropout: float = 0.0  # the low stages' unconditional branch stays untrained (0.1 scored
-    # lower here: all three right 0.81 against 0.84), so the card recommends guidance at full resolution only:
-    pyramid_guidance: str = "1,1,1.5"  # held-out seeds 300000+, 96 clips, 12-12-6: all three right 0.84
-    # (another finetune seed: 0.86) against 0.76 with 1.5 at every stage and 0.83 with none
-    bf16: bool = True  # autocast to bfloat16 (about 1.6x faster on a CPU; fp32 master weights)
-    cond_dropout: float = 0.1  # share of unconditional samples, for classifier-free guidance
-    shift: float = 3.0
-    guidance: float = 1.5  # recorded in the cards: what requests get by default (chosen on held-out seeds:
-    # all three right 0.85 at 1.5, 0.79 at 2, 0.71 at 3 for the original at 0-0-30, 48 clips)
-    save_every: int = 100
-    threads: int = 0
-    seed: int = 0
-    vae_crop: int = 32
-    vae_crop_frames: int = 17
-    transformer: dict = field(default_factory=mini_transformer_config)
+    """The mini-world recipe. The measurements behind the pyramid phase's settings (clips, windows,
+    stage shares, jump, guidance) are in docs/experiments.md."""
+
+    work: str = setting("data/mini", help="folder of every phase's resumable state")
+    ship: str = setting(str(REPO / "models"), help="mini/ and mini-pyramidal/ are written here")
+    seed_states: str = setting(str(REPO / "models" / "mini-work"), help="committed partial states to start from")
+    vae_steps: int = setting(2050, lo=0, help="VAE steps, encoder and decoder together")
+    vae_decoder_steps: int = setting(800, lo=0, help="then the decoder alone, so the latents the transformer "
+                                                     "learns do not move")
+    pretrain_steps: int = setting(16000, lo=0, help="flow-matching steps of the original")
+    pyramid_steps: int = setting(1600, lo=0, help="pyramidal finetune steps (about 10%% of pretraining)")
+    pyramid_schedule: str = setting("20-20-10", help="the finetune's stage plan")
+    clips: int = setting(1024, lo=1, help="world clips (seeds 0..clips-1) the original trains on")
+    pyramid_clips: int = setting(1024, lo=1, help="world clips of the pyramidal finetune (the original's own)")
+    encode_batch: int = setting(16, lo=1, help="clips per VAE call when caching latents (batching is "
+                                                "about 4x faster on a CPU)")
+    batch: int = setting(16, lo=1, help="clips per pretraining step")
+    lr: float = setting(1e-3, lo=0, lo_open=True, help="pretraining peak learning rate")
+    lr_min_ratio: float = setting(0.1, lo=0, hi=1, help="cosine decay to lr * this at the last step")
+    warmup: int = setting(500, lo=0, help="pretraining warm-up steps")
+    ema: float = setting(0.999, lo=0, hi=1, help="the shipped original is the EMA of its weights")
+    pyramid_ema: float = setting(0.995, lo=0, hi=1, help="shorter horizon: the finetune is short, its EMA "
+                                                         "must forget the start")
+    pyramid_boundaries: str = setting("0.8,0.5", help="the stage windows' inner noise levels: full "
+                                                      "resolution starts at 0.74 after the jump")
+    pyramid_stage_shares: str = setting("30,30,5", help="clips per step for each stage, lowest first: the "
+                                                        "low stages, where the errors come from, are cheap")
+    pyramid_jump: str = setting("carry", choices=("carry", "fresh"),
+                                help="the card's hand-over between stages: carry the low stage's noise "
+                                     "(pyramid.md §5) or renoise its clean estimate")
+    pyramid_bf16: bool = setting(False, help="bfloat16 autocast for the finetune (emulated, about 10x "
+                                             "slower, on CPUs without avx512_bf16)")
+    pyramid_low_res: str = setting("pixels", choices=("pixels", "latents"),
+                                   help="how the lower stages' clean latents are made "
+                                        "(finetune.pyramidal.TrainConfig.low_res)")
+    pyramid_cond_dropout: float = setting(0.0, lo=0, hi=1, help="the finetune leaves the low stages' "
+                                                                "unconditional branch untrained")
+    pyramid_guidance: str = setting("1,1,1.5", help="the card's guidance per stage: none on the low stages, "
+                                                    "whose unconditional branch never trained")
+    bf16: bool = setting(True, help="bfloat16 autocast for pretraining (fp32 master weights)")
+    cond_dropout: float = setting(0.1, lo=0, hi=1, help="share of unconditional samples, for guidance")
+    shift: float = setting(3.0, lo=0, lo_open=True, help="timestep shift of training and sampling")
+    guidance: float = setting(1.5, lo=0, help="the cards' guidance: what requests get by default")
+    save_every: int = setting(100, lo=1, help="steps between resumable states")
+    threads: int = setting(0, lo=0, help="torch threads (0: torch's default)")
+    seed: int = setting(0, lo=0, help="seed of every phase")
+    vae_crop: int = setting(32, lo=8, help="VAE training crop size in pixels")
+    vae_crop_frames: int = setting(17, lo=1, help="VAE training crop length in frames")
+    transformer: dict = setting(factory=mini_transformer_config, cli=False)
 
 
 # ---------------------------------------------------------------------------------- phases
@@ -362,6 +369,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     prebuild = args.prebuild_pyramid_cache
     cfg = config_from_flags(RecipeConfig, args)
+    try:
+        check_fields(cfg)
+    except ConfigError as exc:
+        ap.error(str(exc))
     log = lambda m: print(m, flush=True)  # noqa: E731
     if prebuild:
         prebuild_pyramid_cache(cfg, log)

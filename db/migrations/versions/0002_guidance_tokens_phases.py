@@ -1,4 +1,4 @@
-"""Issue 15: where a run's guidance came from, its cancel token (hash), phase and still; the
+"""Where a run's guidance came from, its cancel token (hash), phase and still; the
 admin lockout's failure counts shared by every page process (``admin_failures``).
 
 Each step is skipped when its column or table is already there, so a database that a
