@@ -10,7 +10,13 @@ attribute and all three; Frechet distance (scorer features) to real clips and to
 samples; GFLOPs; measured seconds per video (denoising alone, and in all with the VAE decode,
 which is shared by every row and runs in batches of ``--decode-batch``).
 
+``--decoder tiny`` decodes every row with the tiny decoder (``--tiny-decoder FOLDER``) instead of
+the VAE, to score the videos a user of the tiny decoder sees; its JSON goes to
+``bench/results/mini_world_tiny.json`` unless given, never to the shipped table's. ``--rows``
+picks rows by key (``original,tuned,cheap``: the original and the two finetuned plans).
+
     python bench/mini_world.py [--clips 200] [--json out.json] [--strip docs/mini_world_strip.png]
+    python bench/mini_world.py --decoder tiny --rows original,tuned,cheap [--tiny-decoder FOLDER]
 """
 
 from __future__ import annotations
@@ -30,12 +36,17 @@ from settings import reload_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STRIP_PROMPTS = ("a red circle moves to the right", "a green square moves up", "a blue circle moves down")
+ROW_KEYS = ("original", "floor", "free", "tuned", "cheap", "fewer", "fewer-uniform")  # the rows, in order
+SHIPPED_JSON = ROOT / "bench" / "results" / "mini_world.json"  # the README's table: full decoder, all rows
+TINY_JSON = "bench/results/mini_world_tiny.json"
 
 
 def generate_row(pipe, mode: str, schedule: str, prompts: list[str], seeds: list[int], guidance: float,
-                 decode_batch: int, grid: str | None = None) -> dict:
+                 decode_batch: int, grid: str | None = None, decoder=None) -> dict:
     """Videos of one row: every request through ``pipe.generate`` (one video each), the latents
-    decoded ``decode_batch`` at a time."""
+    decoded ``decode_batch`` at a time by ``decoder`` (latents -> uint8 frames per video; default
+    ``pipe.decode_batch``, the VAE)."""
+    decoder = decoder or pipe.decode_batch
     import torch
 
     from core import GenerationRequest
@@ -52,7 +63,7 @@ def generate_row(pipe, mode: str, schedule: str, prompts: list[str], seeds: list
         latents.append(res.latents)
     videos, t0 = [], time.perf_counter()
     for i in range(0, len(latents), decode_batch):
-        videos += pipe.decode_batch(torch.cat(latents[i:i + decode_batch]))
+        videos += decoder(torch.cat(latents[i:i + decode_batch]))
     decode = (time.perf_counter() - t0) / len(latents)
     return {"videos": videos, "denoise_seconds": float(np.mean(denoise)),
             "seconds": float(np.mean(other)) + decode, "tflops": tflops, "grid": plan_grid}
@@ -74,7 +85,31 @@ def equal_flops_schedule(pipe, full: str, guidance, plan: str, plan_guidance) ->
     return f"0-0-{n}"
 
 
-def table(args) -> dict:
+def table_rows(args, base, seeds: list[int]) -> list[tuple]:
+    """The rows ``args.rows`` picks (all by default; see ``ROW_KEYS``), in the table's order:
+    ``(name, pipeline, mode, schedule, seeds, guidance, grid)``."""
+    from core import load_pipeline
+
+    other_seeds = [s + 1_000_000 for s in seeds]
+    g, pg = args.guidance, args.pyramid_guidance
+    rows = {"original": ("original " + args.full, base, "original", args.full, seeds, g, None),
+            "floor": ("noise floor: original, other seeds", base, "original", args.full, other_seeds, g, None),
+            "free": ("training-free pyramidal " + args.plan, base, "pyramidal", args.plan, seeds, pg, None)}
+    if args.pyramidal and Path(args.pyramidal).is_dir() and {"tuned", "cheap"} & set(args.rows):
+        tuned = load_pipeline("mini", checkpoint_dir=args.pyramidal, name="mini")
+        rows["tuned"] = ("finetuned pyramidal " + args.plan, tuned, "pyramidal", args.plan, seeds, pg, None)
+        rows["cheap"] = ("finetuned pyramidal " + args.cheap, tuned, "pyramidal", args.cheap, seeds, pg, None)
+    fewer = equal_flops_schedule(base, args.full, g, args.plan, pg)
+    rows["fewer"] = (f"fewer steps: original {fewer}", base, "original", fewer, seeds, g, None)
+    # the same steps of the original model through our sampler on the grid pyramidal plans use
+    rows["fewer-uniform"] = (f"fewer steps, grid to 0: original {fewer}", base, "pyramidal", fewer, seeds, g,
+                             "uniform")
+    return [rows[k] for k in ROW_KEYS if k in args.rows and k in rows]
+
+
+def table(args, decoder=None) -> dict:
+    """Every row's videos generated, decoded (``decoder``: latents -> frames; default the VAE)
+    and scored; the FD to the original is to the original row's videos (None without that row)."""
     from core import load_pipeline
     from finetune.scorer import accuracy, clip_features, frechet_distance, score_clip
     from finetune.world import all_captions, make_clip
@@ -84,34 +119,22 @@ def table(args) -> dict:
     captions = all_captions()
     prompts = [captions[i % len(captions)] for i in range(args.clips)]
     seeds = list(range(args.clips))
-    other_seeds = [s + 1_000_000 for s in seeds]
     real = np.stack([clip_features(make_clip(10_000_000 + i)[0]) for i in range(args.clips)])
     base = load_pipeline("mini")
-    g, pg = args.guidance, args.pyramid_guidance
-    rows = [("original " + args.full, base, "original", args.full, seeds, g, None),
-            ("noise floor: original, other seeds", base, "original", args.full, other_seeds, g, None),
-            ("training-free pyramidal " + args.plan, base, "pyramidal", args.plan, seeds, pg, None)]
-    if args.pyramidal and Path(args.pyramidal).is_dir():
-        tuned = load_pipeline("mini", checkpoint_dir=args.pyramidal, name="mini")
-        rows += [("finetuned pyramidal " + args.plan, tuned, "pyramidal", args.plan, seeds, pg, None),
-                 ("finetuned pyramidal " + args.cheap, tuned, "pyramidal", args.cheap, seeds, pg, None)]
-    fewer = equal_flops_schedule(base, args.full, g, args.plan, pg)
-    rows.append((f"fewer steps: original {fewer}", base, "original", fewer, seeds, g, None))
-    # the same steps of the original model through our sampler on the grid pyramidal plans use
-    rows.append((f"fewer steps, grid to 0: original {fewer}", base, "pyramidal", fewer, seeds, g, "uniform"))
     results, reference, strips = [], None, []
-    for name, pipe, mode, schedule, row_seeds, guidance, grid in rows:
-        out = generate_row(pipe, mode, schedule, prompts, row_seeds, guidance, args.decode_batch, grid)
+    for name, pipe, mode, schedule, row_seeds, guidance, grid in table_rows(args, base, seeds):
+        out = generate_row(pipe, mode, schedule, prompts, row_seeds, guidance, args.decode_batch, grid, decoder)
         feats = np.stack([clip_features(v) for v in out["videos"]])
         scores = [score_clip(v) for v in out["videos"]]
         acc = accuracy(scores, prompts)
-        if reference is None:
+        is_original = name == "original " + args.full and row_seeds is seeds
+        if is_original:
             reference = feats
         results.append({
             "row": name, "mode": mode, "schedule": schedule, "guidance": guidance, "grid": out["grid"],
             "colour": acc["colour"], "shape": acc["shape"], "direction": acc["direction"], "all": acc["all"],
             "fd_real": frechet_distance(feats, real),
-            "fd_original": frechet_distance(feats, reference) if results else 0.0,
+            "fd_original": 0.0 if is_original else None if reference is None else frechet_distance(feats, reference),
             "tflops": out["tflops"], "denoise_seconds": out["denoise_seconds"], "seconds": out["seconds"],
             "clips": [[s["colour"], s["shape"], s["direction"]] for s in scores],
         })
@@ -146,8 +169,12 @@ def save_strip(strips, path: Path, frames=(0, 8, 16)) -> None:
 
 def _format(r: dict) -> str:
     return (f"{r['row']:<40} {r['colour']:>6.3f} {r['shape']:>6.3f} {r['direction']:>6.3f} {r['all']:>6.3f} "
-            f"{r['fd_real']:>8.3f} {r['fd_original']:>8.3f} {r['tflops'] * 1e3:>8.3f} "
+            f"{r['fd_real']:>8.3f} {_fd(r['fd_original'])} {r['tflops'] * 1e3:>8.3f} "
             f"{r['denoise_seconds']:>9.3f} {r['seconds']:>7.2f}")
+
+
+def _fd(value) -> str:
+    return f"{'-':>8}" if value is None else f"{value:>8.3f}"
 
 
 def resolve_row_guidance(args) -> None:
@@ -169,7 +196,7 @@ def resolve_row_guidance(args) -> None:
         stages=StagePlan.parse(args.plan).num_stages)
 
 
-def main(argv=None) -> int:
+def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=200)
     ap.add_argument("--mini", default=str(ROOT / "models" / "mini"))
@@ -184,15 +211,52 @@ def main(argv=None) -> int:
                          "checkpoint card's recommendation for the plan")
     ap.add_argument("--decode-batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--json", default=None, help="write the table (and every clip's scored attributes) here")
+    ap.add_argument("--json", default=None, help="write the table (and every clip's scored attributes) here "
+                                                 f"(--decoder tiny: default {TINY_JSON})")
     ap.add_argument("--strip", default=None, help="write a PNG of sample frames per row here")
     ap.add_argument("--guidance-only", action="store_true", help="print the rows' guidance and its sources (JSON)")
+    ap.add_argument("--decoder", choices=("full", "tiny"), default="full",
+                    help="decode every row with the VAE (full) or the tiny decoder")
+    ap.add_argument("--tiny-decoder", default="models/mini-tiny-decoder", help="the tiny decoder's folder")
+    ap.add_argument("--rows", default=",".join(ROW_KEYS), help=f"rows to run, comma-separated: {', '.join(ROW_KEYS)}")
     args = ap.parse_args(argv)
+    args.rows = [k.strip() for k in args.rows.split(",") if k.strip()]
+    unknown = [k for k in args.rows if k not in ROW_KEYS]
+    if unknown or not args.rows:
+        ap.error(f"--rows: unknown {unknown}; choose from {', '.join(ROW_KEYS)}")
+    if {"tuned", "cheap"} & set(args.rows) and args.rows != list(ROW_KEYS) and not Path(args.pyramidal).is_dir():
+        ap.error(f"--rows {','.join(args.rows)} needs the finetuned checkpoint, not found at {args.pyramidal}")
+    if args.decoder == "tiny" and args.json is None:
+        args.json = str(ROOT / TINY_JSON)
+    partial = args.decoder == "tiny" or args.rows != list(ROW_KEYS)
+    if partial and args.json and Path(args.json).resolve() == SHIPPED_JSON:
+        ap.error(f"{args.json} is the shipped table (full decoder, every row): write this run elsewhere")
+    return args
+
+
+def tiny_decoder_fn(folder: str):
+    """The tiny decoder's ``decode_frames`` (latents -> uint8 frames per video), or exit 2 with a
+    message when the folder holds no decoder."""
+    from core.errors import ModelLoadError
+    from core.tiny_decoder import load_tiny_decoder
+
+    path = Path(folder) if Path(folder).is_absolute() else ROOT / folder
+    try:
+        tiny = load_tiny_decoder(path)
+    except ModelLoadError as exc:
+        print(f"error: --decoder tiny needs a tiny decoder: {exc} (or pass --tiny-decoder FOLDER)", file=sys.stderr)
+        raise SystemExit(2) from exc
+    return tiny.decode_frames
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
     resolve_row_guidance(args)
     if args.guidance_only:
         print(json.dumps({k: getattr(args, k) for k in ("guidance", "guidance_source", "pyramid_guidance",
                                                          "pyramid_guidance_source")}))
         return 0
+    decoder = tiny_decoder_fn(args.tiny_decoder) if args.decoder == "tiny" else None
     if args.threads:
         import torch
 
@@ -200,12 +264,21 @@ def main(argv=None) -> int:
     print(f"mini world, {args.clips} clips per row (same prompts and seeds; the noise floor uses other seeds); "
           f"guidance: original {args.guidance} ({args.guidance_source}), pyramidal {args.pyramid_guidance} "
           f"({args.pyramid_guidance_source})")
+    if decoder is not None:
+        print(f"decoder: tiny ({args.tiny_decoder}), every row")
     print(f"{'row':<40} {'colour':>6} {'shape':>6} {'dir':>6} {'all 3':>6} {'FD real':>8} {'FD orig':>8} "
           f"{'GFLOPs':>8} {'denoise s':>9} {'s/video':>7}")
-    result = table(args)
+    result = table(args, decoder)
     strips = result.pop("_strips")
+    if decoder is not None:
+        result.update(decoder="tiny", tiny_decoder=args.tiny_decoder)
+    if args.rows != list(ROW_KEYS):
+        result["rows_run"] = args.rows
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1))
+        if decoder is not None or args.rows != list(ROW_KEYS):
+            print(f"wrote {args.json}")
     if args.strip:
         save_strip(strips, Path(args.strip))
     return 0

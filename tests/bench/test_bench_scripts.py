@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -41,3 +43,86 @@ def test_gpu_check_runs_as_a_cpu_smoke_test(tmp_path):
     res = json.loads(out_json.read_text())
     assert len(res["ms_per_step"]) == 3 and all(ms > 0 for ms in res["ms_per_step"])
     assert res["flop_ratio"] > 1 and res["speedup"] > 0
+
+
+def _random_tiny_decoder(folder: Path, preset: str) -> Path:
+    """A random tiny decoder with ``preset``'s VAE normalisation, written to ``folder``."""
+    import torch
+
+    from core.presets import build_components
+    from core.tiny_decoder import TinyDecoderConfig, TinyVideoDecoder
+
+    if preset == "mini":
+        vae = json.loads((ROOT / "models" / "mini" / "vae" / "config.json").read_text())
+        mean, std = vae["latents_mean"], vae["latents_std"]
+    else:
+        vae = build_components(preset, "cpu").vae.config
+        mean, std = list(vae.latents_mean), list(vae.latents_std)
+    torch.manual_seed(0)
+    TinyVideoDecoder(TinyDecoderConfig(widths=[8, 8, 8], blocks=[1, 0, 0], latent_space=preset, latents_mean=mean,
+                                       latents_std=std)).save(folder)
+    return folder
+
+
+def _ratio(out: str, label: str) -> float:
+    line = next(ln for ln in out.splitlines() if ln.startswith(label))
+    return float(line.split(label)[1].split("x")[0].split("(")[0].strip(" :"))
+
+
+def test_user_wait_prints_every_row_and_the_speed_ups(tmp_path):
+    tiny = _random_tiny_decoder(tmp_path / "tiny-decoder", "tiny")
+    out_json = tmp_path / "wait.json"
+    out = _run("bench/user_wait.py", "--model", "tiny", "--tiny-decoder", str(tiny), "--videos", "1",
+               "--full", "0-0-2", "--schedule", "1-1-1", "--height", "64", "--width", "64", "--threads", "1",
+               "--json", str(out_json))
+    for row in ("original 0-0-2, full decoder", "original 0-0-2, tiny decoder",
+                "pyramidal 1-1-1 (training-free), full decoder", "pyramidal 1-1-1 (training-free), tiny decoder"):
+        assert row in out, row
+    for label in ("denoising speed-up (pyramidal over original):", "end-to-end speed-up, full decoder:",
+                  "end-to-end speed-up, tiny decoder:", "end-to-end (tiny) / denoising speed-up:"):
+        assert _ratio(out, label) > 0, label
+    res = json.loads(out_json.read_text())
+    assert [r["decoder"] for r in res["rows"]] == ["full", "full", "tiny", "tiny"]
+    assert all(len(r["runs"]) == 1 and r["median"]["decode"] > 0 for r in res["rows"])
+    sp = res["speedup"]
+    assert sp["tiny_kept"] == pytest.approx(sp["end_to_end_tiny"] / sp["denoise"])
+    assert all(r["median"]["total"] >= r["median"]["denoise"] + r["median"]["decode"] for r in res["rows"])
+
+
+def test_user_wait_without_a_tiny_decoder_says_so_and_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, "bench/user_wait.py", "--model", "tiny", "--tiny-decoder",
+                           str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no tiny decoder" in proc.stderr and "--tiny-decoder" in proc.stderr
+
+
+def test_mini_world_scores_chosen_rows_with_the_tiny_decoder(tmp_path):
+    if not (ROOT / "models" / "mini-pyramidal" / "card.json").is_file():
+        pytest.skip("the mini models are not shipped")
+    tiny = _random_tiny_decoder(tmp_path / "tiny-decoder", "mini")
+    out_json = tmp_path / "table.json"
+    out = _run("bench/mini_world.py", "--decoder", "tiny", "--tiny-decoder", str(tiny), "--rows",
+               "original,tuned", "--clips", "2", "--full", "0-0-2", "--plan", "1-1-1", "--threads", "1",
+               "--json", str(out_json))
+    assert "decoder: tiny" in out
+    res = json.loads(out_json.read_text())
+    assert res["decoder"] == "tiny" and res["rows_run"] == ["original", "tuned"]
+    assert [r["row"] for r in res["rows"]] == ["original 0-0-2", "finetuned pyramidal 1-1-1"]
+    assert res["rows"][0]["fd_original"] == 0.0 and res["rows"][1]["fd_original"] > 0
+    shipped = ROOT / "bench" / "results" / "mini_world.json"
+    proc = subprocess.run([sys.executable, "bench/mini_world.py", "--decoder", "tiny", "--json", str(shipped)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "shipped table" in proc.stderr
+
+
+def test_tiny_decoder_bench_reports_psnr_and_speed_ups_on_held_out_clips(tmp_path):
+    tiny = _random_tiny_decoder(tmp_path / "tiny-decoder", "tiny")
+    out_json = tmp_path / "td.json"
+    out = _run("bench/tiny_decoder.py", "--base", "tiny", "--tiny-decoder", str(tiny), "--clips", "2", "--batch",
+               "2", "--alone", "1", "--json", str(out_json))
+    assert "2 held-out clips (20000000..20000001)" in out
+    assert "PSNR tiny vs full" in out and "tiny vs real" in out and "full vs real" in out
+    assert "seconds per video, batched (2)" in out and "seconds per video, alone (1 clips)" in out
+    res = json.loads(out_json.read_text())
+    assert all(res[k] > 0 for k in ("psnr_tiny_vs_full", "psnr_tiny_vs_real", "psnr_full_vs_real"))
+    assert set(res["seconds_per_video"]) == {"full_batched", "tiny_batched", "full_alone", "tiny_alone"}
+    assert res["speedup"]["batched"] > 0 and res["speedup"]["alone"] > 0
