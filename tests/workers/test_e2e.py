@@ -134,7 +134,7 @@ def test_redis_broker_with_postgresql(redis_install):
 def test_kill_9_mid_run_then_a_new_worker_finishes_it(redis_install):
     """kill -9 mid-run, and Redis restarts empty meanwhile: the new worker re-sends the queued
     run's lost message at start, and its reaper re-queues the run whose heartbeat went stale.
-    (The SQLite-broker kill -9 path is in test_workers_faults.py.)"""
+    (The SQLite-broker kill -9 path is in test_faults.py.)"""
     import redis
 
     (first,) = [w for w in redis_install.workers if w.alive]

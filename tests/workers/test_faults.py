@@ -1,5 +1,5 @@
 """Faults with a real, supervised embedded worker (SQLite broker): kill -9 mid-run twice, then
-a clean stop. (kill -9 with Redis and lost messages: test_workers_e2e.py.)"""
+a clean stop. (kill -9 with Redis and lost messages: test_e2e.py.)"""
 from __future__ import annotations
 
 import pytest
