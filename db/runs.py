@@ -25,6 +25,7 @@ RUN_INPUT_FIELDS = (
     "frames",
     "height",
     "width",
+    "decoder",
 )
 
 
