@@ -241,9 +241,9 @@ def submit_comparison(
     return group
 
 
-def rerun(run_id: int) -> dict[str, Any]:
+def rerun(run_id: int, *, decoder: str | None = None) -> dict[str, Any]:
     """A new queued run with the same settings (same seed) as ``run_id``, with its own
-    ``cancel_token``."""
+    ``cancel_token``; ``decoder`` replaces its decoder (the Compare tab's "decode both ways")."""
     row = get_run(run_id)
     if row["checkpoint_name"] and row["checkpoint_id"] is None:
         raise ValidationError(
@@ -253,7 +253,7 @@ def rerun(run_id: int) -> dict[str, Any]:
         prompt=row["prompt"], negative_prompt=row["negative_prompt"], model=row["model"],
         checkpoint=row["checkpoint_id"], mode=row["mode"], schedule=row["schedule"],
         guidance=row["guidance"], seed=row["seed"], frames=row["frames"], height=row["height"],
-        width=row["width"], decoder=row.get("decoder") or "full",
+        width=row["width"], decoder=decoder or row.get("decoder") or "full",
     )
     # the same guidance, and the same account of where it came from
     spec["guidance_source"] = row.get("guidance_source") or spec["guidance_source"]
