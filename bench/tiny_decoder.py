@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def main(argv=None) -> int:
+def _args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", default="mini")
     p.add_argument("--decoder", default="models/mini-tiny-decoder")
@@ -35,7 +35,18 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=20_000_000)
     p.add_argument("--threads", type=int, default=1, help="torch threads for both decoders")
     p.add_argument("--json", nargs="?", const="bench/results/tiny_decoder.json", default=None)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def timed(fn):
+    """``fn()`` and the seconds it took."""
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    args = _args(argv)
     torch.set_num_threads(args.threads)
 
     from torch.utils.flop_counter import FlopCounterMode
@@ -52,11 +63,6 @@ def main(argv=None) -> int:
     clips = world_clips(args.clips, seed=args.seed)
     video = torch.stack([to_video_tensor(c.load()) for c in clips])
     latents = torch.cat([encode_video(vae, video[i:i + 8]) for i in range(0, len(clips), 8)])
-
-    def timed(fn):
-        t0 = time.perf_counter()
-        out = fn()
-        return out, time.perf_counter() - t0
 
     with torch.no_grad():
         tiny.decode(latents[:1]), full_decode(vae, latents[:1, :, :2])  # warm-up
