@@ -274,16 +274,17 @@ def _run_routes(r: APIRouter) -> None:
 def _file_routes(r: APIRouter) -> None:
     @r.get("/runs/{run_id}/video", tags=["runs"], summary="The finished mp4",
            response_class=FileResponse, responses={200: {"content": {"video/mp4": {}}}})
-    def get_video(run_id: Id, decoder: Annotated[Literal["full", "tiny"], Query(
-            description="tiny: the tiny decoder's video (of a run with decoder tiny or both)")] = "full"):
+    def get_video(run_id: Id, decoder: Annotated[Literal["full", "tiny"] | None, Query(
+            description="the video by one decoder: full, or tiny (of a run with decoder tiny or both); "
+                        "default: the run's main video")] = None):
         row = _call(service.get_run, run_id)
-        if decoder == "full" and (row.get("decoder") or "full") != "tiny":
+        if decoder is None:
             return _video(row, "output_path", "video yet")
         path = service.decoded_video_path(row, decoder)
         if path is None and row.get("status") == "done":
             raise ApiError(404, f"Run {row['id']} has no {decoder}-decoded video: it ran with decoder "
                                 f"{row.get('decoder')!r} (decoder 'both' makes both).", "decoder")
-        return _video({**row, "decoded": path}, "decoded", "tiny-decoded video yet", "-tiny")
+        return _video({**row, "decoded": path}, "decoded", f"{decoder}-decoded video yet", f"-{decoder}")
 
     @r.get("/runs/{run_id}/preview", tags=["runs"], summary="The low-resolution preview (pyramidal runs)",
            response_class=FileResponse, responses={200: {"content": {"video/mp4": {}}}})
