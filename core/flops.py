@@ -103,6 +103,7 @@ def measure_forward_flops(transformer: torch.nn.Module, latent_shape, text_token
 
 #: The small latent (height, width) the VAE decoder's cost is measured on.
 _PROBE_LATENT = (4, 4)
+PROBE_LATENT = _PROBE_LATENT  # the latent (H, W) decode FLOPs are measured on, then scaled
 
 
 def measure_decode_probe(vae: torch.nn.Module) -> tuple[float, float]:

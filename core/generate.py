@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from .errors import ModelLoadError, RequestError
 from .pipeline import GenerationRequest, load_pipeline
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=17)
     ap.add_argument("--height", type=int, default=128)
     ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--decoder", choices=["full", "tiny", "both"], default="full",
+                    help="final decode: the VAE, the tiny decoder (~10x faster), or both (the tiny video "
+                         "beside --out as NAME.tiny.mp4)")
     ap.add_argument("--out", default="out.mp4")
     ap.add_argument("--device", default=None)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -45,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     req = GenerationRequest(
         prompt=args.prompt, negative_prompt=args.negative_prompt, model=model, mode=args.mode,
         schedule=args.schedule, guidance=args.guidance, seed=args.seed, frames=args.frames, height=args.height,
-        width=args.width,
+        width=args.width, decoder=args.decoder,
     )
     try:
         req.validated(known_models=[model])  # fail before loading; the pipeline resolves the guidance
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         load = time.perf_counter() - t0
 
         def progress(info):
-            if not args.json and "preview" not in info:
+            if not args.json and "step" in info and "preview" not in info:
                 print(f"\rstage {info['stage'] + 1}/{info['stages']} step {info['step']}/{info['steps']} "
                       f"sigma {info['sigma']:.3f}", end="", file=sys.stderr, flush=True)
 
@@ -64,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     path = write_mp4(result.frames, args.out, fps=result.fps)
     report = dict(result.report, video=str(path), load_seconds=load, frames=int(result.frames.shape[0]))
+    if result.frames_tiny is not None:
+        report["tiny_video"] = str(write_mp4(result.frames_tiny, Path(path).with_suffix(".tiny.mp4"), fps=result.fps))
     if args.json:
         print(json.dumps(report))
     else:

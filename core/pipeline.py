@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .errors import Cancelled, RequestError
-from .flops import decode_tflops, measure_decode_probe, plan_flops
+from .flops import PROBE_LATENT, decode_tflops, measure_decode_probe, plan_flops
 from .plan import MAX_STAGES, StagePlan
 from .presets import GUIDANCE_SOURCES, Components, build_components, list_presets, resolve_guidance
 from .resample import HAAR
@@ -30,6 +30,11 @@ from .text import check_text
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**32 - 1
 MODES = ("pyramidal", "original")
+#: How the final latents become pixels: the VAE ("full"), the tiny decoder ("tiny", ~10x faster,
+#: slightly softer) or both ("both": the main video is the full decode, the tiny one comes beside it).
+DECODERS = ("full", "tiny", "both")
+TINY_DECODER_HINT = ("train one with `python -m finetune tiny-decoder --base PRESET --data world:N "
+                     "--out models/PRESET-tiny-decoder`")
 
 
 def _checked_text(value, field: str, label: str, *, required: bool) -> str:
@@ -64,6 +69,7 @@ class GenerationRequest:
     boundaries: list[float] | None = None
     grid: str | None = None  # the last stage's level spacing (core.plan.GRIDS); None: the plan's default
     guidance_source: str | None = None  # where ``guidance`` came from; None: "request" when it is set
+    decoder: str = "full"  # one of DECODERS
 
     def resolved(self, card: dict | None = None) -> "GenerationRequest":
         """A copy with its guidance set and ``guidance_source`` saying where it came from: the request's
@@ -104,6 +110,8 @@ class GenerationRequest:
         models = known_models if known_models is not None else list_presets()
         if not isinstance(self.model, str) or self.model not in models:
             raise RequestError(f"unknown model {self.model!r}; choose one of: {', '.join(models)}", "model")
+        if not isinstance(self.decoder, str) or self.decoder not in DECODERS:
+            raise RequestError(f"decoder must be one of: {', '.join(DECODERS)}; got {self.decoder!r}", "decoder")
         if self.mode not in MODES:
             raise RequestError(f"mode must be 'pyramidal' or 'original'; got {self.mode!r}", "mode")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
@@ -138,6 +146,7 @@ class GenerationResult:
     report: dict
     latents: torch.Tensor | None = None
     preview: np.ndarray | None = None
+    frames_tiny: np.ndarray | None = None  # decoder="both": the tiny decoder's frames of the same latents
 
 
 class PeakMemory:
@@ -198,6 +207,7 @@ class PyramidalWanPipeline:
         resampler=HAAR,
         info: dict | None = None,
         jump: str = "carry",
+        tiny_decoder=None,
     ):
         self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
         self.flow_shift, self.max_sequence_length, self.fps, self.name = flow_shift, max_sequence_length, fps, name
@@ -205,14 +215,17 @@ class PyramidalWanPipeline:
         self.resampler = resampler
         self.jump = jump  # between stages: "carry" (pyramid.md §5) or "fresh" (a checkpoint card's choice)
         self.info = dict(info or {})
+        self.tiny_decoder = tiny_decoder  # a core.tiny_decoder.TinyVideoDecoder, or None
         self.load_seconds = 0.0
         self._original = None
         self._decode_probe: tuple[float, float] | None = None  # see estimate_tflops
+        self._tiny_probe: tuple[float, float] | None = None
 
     @classmethod
     def from_components(cls, comps: Components, name: str, **kw) -> "PyramidalWanPipeline":
         return cls(comps.transformer, comps.vae, comps.text_encoder, comps.tokenizer, flow_shift=comps.flow_shift,
-                   max_sequence_length=comps.max_sequence_length, fps=comps.fps, name=name, info=comps.info, **kw)
+                   max_sequence_length=comps.max_sequence_length, fps=comps.fps, name=name, info=comps.info,
+                   tiny_decoder=comps.tiny_decoder, **kw)
 
     # ------------------------------------------------------------------ parts
     @property
@@ -276,14 +289,26 @@ class PyramidalWanPipeline:
         return denoise
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
+    def decode(self, latents: torch.Tensor, decoder: str = "full") -> np.ndarray:
         """Frames ``(F, H, W, 3)`` uint8 of the first video in ``latents``."""
-        return self.decode_batch(latents[:1])[0]
+        return self.decode_batch(latents[:1], decoder)[0]
+
+    def check_decoder(self, decoder: str) -> None:
+        """Refuse an unknown decoder, or the tiny one when this pipeline has none (RequestError)."""
+        if decoder not in DECODERS:
+            raise RequestError(f"decoder must be one of: {', '.join(DECODERS)}; got {decoder!r}", "decoder")
+        if decoder != "full" and self.tiny_decoder is None:
+            raise RequestError(f"model {self.name!r} has no tiny decoder: {TINY_DECODER_HINT}", "decoder")
 
     @torch.no_grad()
-    def decode_batch(self, latents: torch.Tensor) -> list[np.ndarray]:
-        """Decode a batch of (normalised) latents in one VAE call; on a CPU this is several times
-        cheaper per video than one call each."""
+    def decode_batch(self, latents: torch.Tensor, decoder: str = "full") -> list[np.ndarray]:
+        """Decode a batch of (normalised) latents: ``decoder="full"`` in one VAE call (on a CPU
+        several times cheaper per video than one call each), ``"tiny"`` with the tiny decoder."""
+        if decoder != "full":
+            self.check_decoder(decoder)
+            if decoder == "tiny":
+                return self.tiny_decoder.decode_frames(latents)
+            raise RequestError("decode_batch decodes with one decoder: 'full' or 'tiny'", "decoder")
         vae = self.vae
         x = latents.to(next(vae.parameters()).device, vae.dtype)
         mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(x)
@@ -297,8 +322,8 @@ class PyramidalWanPipeline:
 
         Denoising is the plan's analytic count (:func:`~core.flops.plan_flops`); decoding the
         VAE's, measured once on a small latent and scaled (:func:`~core.flops.decode_tflops`;
-        ``decode=False`` leaves it out). A worker splits a run's progress between the phases
-        with them.
+        ``decode=False`` leaves it out), or the tiny decoder's for ``decoder="tiny"`` (both for
+        "both"). A worker splits a run's progress between the phases with them.
         """
         req = req.validated(known_models=[req.model])
         plan = self.plan_for(req)
@@ -307,8 +332,20 @@ class PyramidalWanPipeline:
         if decode:
             if self._decode_probe is None:
                 self._decode_probe = measure_decode_probe(self.vae)
-            out["decode"] = decode_tflops(self._decode_probe, req.frames, req.height, req.width)
+            full = decode_tflops(self._decode_probe, req.frames, req.height, req.width)
+            out["decode"] = full if req.decoder == "full" else self._tiny_decode_tflops(req) + (
+                full if req.decoder == "both" else 0.0)
         return out
+
+    def _tiny_decode_tflops(self, req: GenerationRequest) -> float:
+        """The tiny decoder's TFLOPs for the request's video: counted once on a small latent and
+        scaled like the VAE's (:func:`~core.flops.decode_tflops`)."""
+        if self.tiny_decoder is None:
+            return 0.0
+        if self._tiny_probe is None:
+            c = self.tiny_decoder.config.latent_channels
+            self._tiny_probe = tuple(float(self.tiny_decoder.flops((1, c, t, *PROBE_LATENT))) for t in (1, 2))
+        return decode_tflops(self._tiny_probe, req.frames, req.height, req.width)
 
     # ------------------------------------------------------------------ main entry
     def generate(
@@ -320,7 +357,9 @@ class PyramidalWanPipeline:
         decode: bool = True,
     ) -> GenerationResult:
         """Run one request. ``decode=False`` skips the VAE decode (``frames`` is None; use with
-        ``return_latents`` and :meth:`decode_batch` to decode many videos at once).
+        ``return_latents`` and :meth:`decode_batch` to decode many videos at once). ``req.decoder``
+        picks the final decode (:data:`DECODERS`); the stage-0 preview always uses the tiny decoder
+        when there is one.
 
         ``callback`` gets every denoising step's dict (``"phase": "denoising"``, ``fraction`` of the
         denoising steps done), then ``{"phase": "decoding", "seconds": {...}}`` just before the VAE
@@ -328,6 +367,7 @@ class PyramidalWanPipeline:
         Returning True from it stops the run with :class:`~core.errors.Cancelled`."""
         # 1. check inputs; no guidance named: the checkpoint card's, else the preset's, else Wan's
         req = req.resolved(self.info.get("checkpoint")).validated(known_models=[req.model])
+        self.check_decoder(req.decoder)
         plan = self.plan_for(req)
         t_start = time.perf_counter()
         seconds: dict = {}
@@ -350,12 +390,11 @@ class PyramidalWanPipeline:
             seconds["stages"] = stage_seconds
             # 5. decode
             if decode and callback is not None:
-                if callback({"phase": "decoding", "stages": plan.num_stages,
+                if callback({"phase": "decoding", "stages": plan.num_stages, "decoder": req.decoder,
                              "seconds": {k: seconds[k] for k in ("encode", "denoise")}}):
                     raise Cancelled("cancelled before decoding")
-            t0 = time.perf_counter()
-            frames = self.decode(latents) if decode else None
-            seconds["decode"] = time.perf_counter() - t0
+            decoded = self._decode_final(latents, req.decoder, seconds) if decode else {}
+            seconds.setdefault("decode", 0.0)
         seconds["total"] = time.perf_counter() - t_start
         if preview_frames is not None:
             seconds["preview"] = preview_frames[1]
@@ -378,10 +417,33 @@ class PyramidalWanPipeline:
             "peak_memory_mb": round(mem.peak, 1),
             "memory_kind": mem.kind,
             "device": str(self.device),
+            "decoder": req.decoder,
+            "preview_decoder": self.preview_decoder if preview_frames is not None else None,
+            "decode_psnr_db": decoded.get("psnr"),
         }
-        return GenerationResult(frames=frames, fps=self.fps, report=report,
+        return GenerationResult(frames=decoded.get("frames"), fps=self.fps, report=report,
                                 latents=latents if return_latents else None,
-                                preview=preview_frames[0] if preview_frames is not None else None)
+                                preview=preview_frames[0] if preview_frames is not None else None,
+                                frames_tiny=decoded.get("frames_tiny"))
+
+    @property
+    def preview_decoder(self) -> str:
+        """Low-resolution previews use the tiny decoder whenever there is one (else the VAE)."""
+        return "tiny" if self.tiny_decoder is not None else "full"
+
+    def _decode_final(self, latents: torch.Tensor, decoder: str, seconds: dict) -> dict:
+        """The final video by ``decoder``: ``frames`` (the full decode for "both", with
+        ``frames_tiny`` and the ``psnr`` of tiny against full); ``seconds["decode"]`` for the main
+        video, ``seconds["decode_tiny"]`` for the tiny one when "both"."""
+        t0 = time.perf_counter()
+        frames = self.decode(latents, "tiny" if decoder == "tiny" else "full")
+        seconds["decode"] = time.perf_counter() - t0
+        if decoder != "both":
+            return {"frames": frames}
+        t0 = time.perf_counter()
+        tiny = self.decode(latents, "tiny")
+        seconds["decode_tiny"] = time.perf_counter() - t0
+        return {"frames": frames, "frames_tiny": tiny, "psnr": frames_psnr(frames, tiny)}
 
     def __call__(self, prompt: str, **kw) -> GenerationResult:
         callback = kw.pop("callback", None)
@@ -398,7 +460,7 @@ class PyramidalWanPipeline:
             if preview and stage.index == 0 and plan.num_stages > 1:
                 # the lowest stage's last x0 estimate, decoded at its own (cheap) resolution
                 t0 = time.perf_counter()
-                frames = self.decode(denoised)
+                frames = self.decode(denoised, self.preview_decoder)
                 preview_out["frames"] = (frames, time.perf_counter() - t0)
                 if callback is not None:
                     callback({"phase": "denoising", "stage": 0, "stages": plan.num_stages, "step": stage.steps,
@@ -439,6 +501,13 @@ class PyramidalWanPipeline:
         if state["cancelled"]:
             raise Cancelled("cancelled during the original model's denoising loop")
         return latents.float(), [time.perf_counter() - t0], None
+
+
+def frames_psnr(a: np.ndarray, b: np.ndarray, cap: float = 100.0) -> float:
+    """PSNR (dB) of two uint8 videos over all their pixels, capped at ``cap`` (identical videos),
+    so a report stays plain JSON."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return cap if mse == 0 else round(min(10.0 * math.log10(255.0 ** 2 / mse), cap), 3)
 
 
 # ---------------------------------------------------------------------- loading

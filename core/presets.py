@@ -12,6 +12,7 @@ stock ``WanPipeline`` run on identical components.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,6 +22,8 @@ import torch
 from settings import get_settings
 
 from .errors import ModelLoadError
+
+log = logging.getLogger(__name__)
 
 WAN_HUB_ID = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 
@@ -47,6 +50,7 @@ class Components:
     max_sequence_length: int = 512
     fps: int = 16
     info: dict = field(default_factory=dict)
+    tiny_decoder: torch.nn.Module | None = None  # a TinyVideoDecoder sharing the VAE's latents, or None
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,88 @@ def _build_tiny(device: torch.device) -> Components:
     for m in (transformer, vae, text_encoder):
         m.eval().requires_grad_(False).to(device)
     return Components(transformer, vae, text_encoder, tokenizer, flow_shift=3.0, max_sequence_length=64,
-                      info={"source": "random weights (seed 0), built in code"})
+                      info={"source": "random weights (seed 0), built in code"},
+                      tiny_decoder=_random_tiny_decoder(vae, device))
+
+
+def _random_tiny_decoder(vae, device: torch.device):
+    """The ``tiny`` preset's tiny decoder: seeded random weights in its VAE's latent space, so
+    tests can run ``decoder="tiny"`` without files."""
+    from .tiny_decoder import TinyDecoderConfig, TinyVideoDecoder
+
+    cfg = TinyDecoderConfig(latent_channels=int(vae.config.z_dim), widths=[8, 8, 8], blocks=[1, 0, 0],
+                            latent_space="tiny", latents_mean=[float(v) for v in vae.config.latents_mean],
+                            latents_std=[float(v) for v in vae.config.latents_std])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        decoder = TinyVideoDecoder(cfg)
+    return decoder.eval().requires_grad_(False).to(device)
+
+
+TINY_DECODER_SUFFIX = "-tiny-decoder"
+
+
+def tiny_decoder_folder(model_folder: str | Path) -> Path:
+    """Where the tiny decoder of a model folder lives: its sibling ``<name>-tiny-decoder``."""
+    path = Path(model_folder)
+    return path.parent / (path.name + TINY_DECODER_SUFFIX)
+
+
+def _decoder_files_present(folder: Path) -> bool:
+    from .tiny_decoder import CONFIG_NAME, WEIGHTS_NAME
+
+    return (folder / CONFIG_NAME).is_file() and (folder / WEIGHTS_NAME).is_file()
+
+
+def _load_sibling_decoder(model_folder: str | Path, vae, device: torch.device):
+    """The tiny decoder beside ``model_folder`` when there is one and it shares ``vae``'s latent
+    space; None otherwise (a broken or mismatched one is logged and ignored: the VAE still works)."""
+    from .tiny_decoder import load_tiny_decoder
+
+    folder = tiny_decoder_folder(model_folder)
+    if not _decoder_files_present(folder):
+        return None
+    try:
+        decoder = load_tiny_decoder(folder, device)
+    except ModelLoadError as exc:
+        log.warning("ignoring the tiny decoder at %s: %s", folder, exc)
+        return None
+    if not decoder.matches_vae(vae):
+        log.warning("ignoring the tiny decoder at %s: its latent space does not match the VAE of %s",
+                    folder, model_folder)
+        return None
+    return decoder
+
+
+def _folder_of(preset: str) -> Path | None:
+    """The local model folder a preset loads from (None: built in code or from the hub)."""
+    if preset == "mini":
+        return mini_path()
+    if preset == "wan2.1-1.3b" and get_settings().wan_path:
+        return Path(get_settings().wan_path)
+    return None
+
+
+def has_tiny_decoder(preset: str) -> bool:
+    """Whether ``preset`` gets a tiny decoder, answered from files only (no model is loaded):
+    ``tiny`` always; a folder preset when its sibling decoder folder is complete and its config
+    records the VAE's channels and normalisation (the check :meth:`matches_vae` makes on load)."""
+    import numpy as np
+
+    if preset == "tiny":
+        return True
+    folder = _folder_of(preset)
+    if folder is None or not _decoder_files_present(tiny_decoder_folder(folder)):
+        return False
+    try:
+        cfg = json.loads((tiny_decoder_folder(folder) / "config.json").read_text())
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+        return (int(cfg.get("latent_channels", 16)) == int(vae.get("z_dim", -1))
+                and cfg.get("latents_mean") is not None
+                and bool(np.allclose(cfg["latents_mean"], vae["latents_mean"], atol=1e-5))
+                and bool(np.allclose(cfg["latents_std"], vae["latents_std"], atol=1e-5)))
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
 
 
 def _load_folder(source: str, device: torch.device, dtype: torch.dtype):
@@ -176,7 +261,8 @@ def _build_wan13b(device: torch.device) -> Components:
             f"internet (`huggingface-cli download {WAN_HUB_ID} --local-dir /path/to/wan`), copy it here and set "
             "PWAN_WAN_PATH=/path/to/wan; or choose the 'tiny' model."
         ) from exc
-    return Components(*parts, flow_shift=3.0, max_sequence_length=512, info={"source": source})
+    tiny = _load_sibling_decoder(source, parts[1], device) if get_settings().wan_path else None
+    return Components(*parts, flow_shift=3.0, max_sequence_length=512, info={"source": source}, tiny_decoder=tiny)
 
 
 def mini_path() -> Path:
@@ -202,7 +288,8 @@ def _build_mini(device: torch.device) -> Components:
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"the mini model at {path} could not be loaded: {_first_line(exc)}") from exc
     return Components(*parts, flow_shift=float(card.get("flow_shift", 3.0)),
-                      max_sequence_length=int(card.get("max_sequence_length", 64)), info={"source": str(path)})
+                      max_sequence_length=int(card.get("max_sequence_length", 64)), info={"source": str(path)},
+                      tiny_decoder=_load_sibling_decoder(path, parts[1], device))
 
 
 PRESETS: dict[str, Preset] = {

@@ -16,6 +16,11 @@ def output_path(run_id: int) -> Path:
     return outputs_dir() / f"{run_id}.mp4"
 
 
+def tiny_output_path(run_id: int) -> Path:
+    """The tiny decoder's video of a run decoded both ways (``decoder="both"``)."""
+    return outputs_dir() / f"{run_id}.tiny.mp4"
+
+
 def preview_path(run_id: int) -> Path:
     """The low-resolution preview a pyramidal run writes after its first stage."""
     return outputs_dir() / f"{run_id}.preview.mp4"

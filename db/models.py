@@ -110,6 +110,8 @@ class Run(_Timestamps, Base):
     frames: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     width: Mapped[int] = mapped_column(Integer)
+    # what decodes the final video: "full" (the VAE), "tiny" (the tiny decoder) or "both"
+    decoder: Mapped[str] = mapped_column(String(16), default="full", server_default="full")
     comparison_id: Mapped[int | None] = mapped_column(
         ForeignKey("comparisons.id", ondelete="SET NULL"), index=True
     )

@@ -25,6 +25,7 @@ RUN_INPUT_FIELDS = (
     "frames",
     "height",
     "width",
+    "decoder",
 )
 
 
@@ -116,11 +117,15 @@ def list_runs(
         return Page(items=[to_dict(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
-def last_done_run(model: str, frames: int, height: int, width: int) -> dict[str, Any] | None:
-    """The latest finished (``done``) run of preset ``model``, of the same shape if
-    there is one, else of any shape; None if the model has none. Its measured seconds predict a
-    new run's phases (:mod:`workers.progress`)."""
+def last_done_run(model: str, frames: int, height: int, width: int,
+                  decoder: str | None = None) -> dict[str, Any] | None:
+    """The latest finished (``done``) run of preset ``model`` (and ``decoder``, when given: the
+    tiny decoder's decode takes a fraction of the VAE's), of the same shape if there is one, else
+    of any shape; None if the model has none. Its measured seconds predict a new run's phases
+    (:mod:`workers.progress`)."""
     base = [Run.model == model, Run.status == Status.DONE.value]
+    if decoder is not None:
+        base.append(Run.decoder == decoder)
     same = [Run.frames == frames, Run.height == height, Run.width == width]
     with read_session() as session:
         for conditions in (base + same, base):

@@ -39,6 +39,7 @@ from service.runs import (
     baseline_schedule,
     cancel_run,
     check_cancel_token,
+    decoded_video_path,
     delete_run,
     get_comparison,
     get_run,
@@ -51,6 +52,7 @@ from service.runs import (
     side_by_side_path,
     submit_comparison,
     submit_run,
+    tiny_output_path,
     token_hash,
 )
 
@@ -64,6 +66,7 @@ __all__ = [
     "DEFAULT_PYRAMID_SCHEDULE", "baseline_schedule", "cancel_run", "check_cancel_token", "delete_run",
     "get_comparison", "get_run", "list_runs", "new_cancel_token", "preview_path", "queue_counts",
     "rerun", "shipped_pyramidal", "side_by_side_path", "submit_comparison", "submit_run", "token_hash",
+    "decoded_video_path", "tiny_output_path",
     # checkpoints
     "CHECKPOINT_KINDS", "delete_checkpoint", "get_checkpoint", "list_checkpoints",
     "register_checkpoint", "register_shipped_checkpoints", "rename_checkpoint",

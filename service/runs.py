@@ -17,12 +17,12 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from core import GenerationRequest, RequestError, default_preset
+from core import GenerationRequest, RequestError, default_preset, has_tiny_decoder
 from core.pipeline import MAX_PROMPT_CHARS, MAX_SEED
 from db import checkpoints as db_checkpoints
 from db import queue
 from db import runs as db_runs
-from db.files import preview_path, side_by_side_path  # noqa: F401  (for the page and the REST API)
+from db.files import preview_path, side_by_side_path, tiny_output_path  # noqa: F401  (for the page and the REST API)
 from db.models import Run
 from service.checks import (
     MAX_NAME_CHARS, MAX_ROW_ID, MAX_TOKEN_CHARS, check_id, check_page, check_status,
@@ -101,8 +101,10 @@ def _resolve_checkpoint(checkpoint: Any, model: Any) -> tuple[dict | None, Any]:
 
 
 def _run_spec(*, prompt: Any, negative_prompt: Any, model: Any, checkpoint: Any, mode: Any,
-              schedule: Any, guidance: Any, seed: Any, frames: Any, height: Any, width: Any) -> dict:
-    """One run's columns: the defaults filled in, then checked by core's rules."""
+              schedule: Any, guidance: Any, seed: Any, frames: Any, height: Any, width: Any,
+              decoder: Any = "full") -> dict:
+    """One run's columns: the defaults filled in, then checked by core's rules (and the tiny
+    decoder refused up front for a model that has none)."""
     checkpoint_row, model = _resolve_checkpoint(checkpoint, None if model in (None, "") else model)
     if model is None and mode == "pyramidal":
         # no model named: a pyramidal plan runs the default preset's shipped pyramidal finetune
@@ -114,11 +116,13 @@ def _run_spec(*, prompt: Any, negative_prompt: Any, model: Any, checkpoint: Any,
     request = GenerationRequest(
         prompt=prompt, negative_prompt=negative_prompt, model=model, mode=mode, schedule=schedule,
         guidance=guidance, seed=seed, frames=frames, height=height, width=width,
+        decoder="full" if decoder is None else decoder,
     )
     try:  # the request's guidance, else the checkpoint's or the model's recommendation
         request = request.resolved(checkpoint_row["card"] if checkpoint_row else None).validated()
     except RequestError as exc:
         raise ValidationError(str(exc), exc.field) from None
+    _check_tiny_decoder(request.model, request.decoder)
     return {
         "prompt": request.prompt, "negative_prompt": request.negative_prompt, "model": request.model,
         "checkpoint_id": checkpoint_row["id"] if checkpoint_row else None,
@@ -126,7 +130,17 @@ def _run_spec(*, prompt: Any, negative_prompt: Any, model: Any, checkpoint: Any,
         "mode": request.mode, "schedule": request.schedule,
         "guidance": [float(g) for g in request.guidance], "guidance_source": request.guidance_source,
         "seed": request.seed, "frames": request.frames, "height": request.height, "width": request.width,
+        "decoder": request.decoder,
     }
+
+
+def _check_tiny_decoder(model: str, decoder: str) -> None:
+    """Refuse ``decoder`` "tiny" or "both" for a model with no tiny decoder, before anything is queued."""
+    if decoder != "full" and not has_tiny_decoder(model):
+        raise ValidationError(
+            f"model {model!r} has no tiny decoder, so decoder {decoder!r} cannot run: use decoder 'full', "
+            f"or train one with `python -m finetune tiny-decoder --base {model} --data world:N "
+            f"--out models/{model}-tiny-decoder`", "decoder")
 
 
 def _random_seed() -> int:
@@ -161,8 +175,12 @@ def submit_run(
     frames: int = 17,
     height: int = 128,
     width: int = 128,
+    decoder: str = "full",
 ) -> dict[str, Any]:
     """Validate, store a queued run, and send it to the ``infer`` queue. Returns the run.
+
+    ``decoder``: "full" (the VAE), "tiny" (the tiny decoder: much faster, slightly softer) or
+    "both" (the full video plus the tiny one, to compare them).
 
     ``model`` defaults to the checkpoint's base, else ``core.default_preset()`` (a pyramidal run
     with neither then uses that preset's shipped pyramidal finetune, see :func:`shipped_pyramidal`);
@@ -172,6 +190,7 @@ def submit_run(
         prompt=prompt, negative_prompt=negative_prompt, model=model, checkpoint=checkpoint,
         mode=mode, schedule=schedule, guidance=guidance,
         seed=_random_seed() if seed is None else seed, frames=frames, height=height, width=width,
+        decoder=decoder,
     )
     (row,) = _add_and_send([spec])
     return row
@@ -190,8 +209,10 @@ def submit_comparison(
     frames: int = 17,
     height: int = 128,
     width: int = 128,
+    decoder: str = "full",
 ) -> dict[str, Any]:
-    """The original model and the pyramidal one on the same prompt and seed, as a comparison.
+    """The original model and the pyramidal one on the same prompt and seed, as a comparison;
+    both runs use ``decoder``.
 
     ``original_schedule`` defaults to one stage with the pyramid's total steps (20-20-10 ->
     0-0-50); a guidance list applies to the pyramid, its last value to the original. Without a
@@ -202,7 +223,7 @@ def submit_comparison(
     seed = _random_seed() if seed is None else seed
     common = dict(
         prompt=prompt, negative_prompt=negative_prompt, model=model, checkpoint=checkpoint,
-        seed=seed, frames=frames, height=height, width=width,
+        seed=seed, frames=frames, height=height, width=width, decoder=decoder,
     )
     pyramid = _run_spec(mode="pyramidal", schedule=schedule or DEFAULT_PYRAMID_SCHEDULE,
                         guidance=guidance, **common)
@@ -220,9 +241,9 @@ def submit_comparison(
     return group
 
 
-def rerun(run_id: int) -> dict[str, Any]:
+def rerun(run_id: int, *, decoder: str | None = None) -> dict[str, Any]:
     """A new queued run with the same settings (same seed) as ``run_id``, with its own
-    ``cancel_token``."""
+    ``cancel_token``; ``decoder`` replaces its decoder (the Compare tab's "decode both ways")."""
     row = get_run(run_id)
     if row["checkpoint_name"] and row["checkpoint_id"] is None:
         raise ValidationError(
@@ -232,7 +253,7 @@ def rerun(run_id: int) -> dict[str, Any]:
         prompt=row["prompt"], negative_prompt=row["negative_prompt"], model=row["model"],
         checkpoint=row["checkpoint_id"], mode=row["mode"], schedule=row["schedule"],
         guidance=row["guidance"], seed=row["seed"], frames=row["frames"], height=row["height"],
-        width=row["width"],
+        width=row["width"], decoder=decoder or row.get("decoder") or "full",
     )
     # the same guidance, and the same account of where it came from
     spec["guidance_source"] = row.get("guidance_source") or spec["guidance_source"]
@@ -246,6 +267,18 @@ def get_run(run_id: int) -> dict[str, Any]:
     if row is None:
         raise NotFoundError(f"There is no run {run_id}.")
     return row
+
+
+def decoded_video_path(row: dict[str, Any], decoder: str = "full") -> str | None:
+    """The run's finished video as decoded by ``decoder`` ("full" or "tiny"), or None: the main
+    video when the run used that decoder (a "both" run's main video is the full decode), the tiny
+    video beside it for a "both" run."""
+    ran = row.get("decoder") or "full"
+    if decoder == ("tiny" if ran == "tiny" else "full"):
+        return row.get("output_path")
+    if decoder == "tiny" and ran == "both":
+        return (row.get("report") or {}).get("tiny_video_path")
+    return None
 
 
 def get_comparison(comparison_id: int) -> dict[str, Any]:
@@ -336,4 +369,7 @@ def delete_run(run_id: int, *, delete_files: bool = True) -> dict[str, Any]:
         for key in ("output_path", "preview_path", "still_path"):
             if row.get(key):
                 Path(row[key]).unlink(missing_ok=True)
+        tiny = (row.get("report") or {}).get("tiny_video_path")
+        if tiny:
+            Path(tiny).unlink(missing_ok=True)
     return row

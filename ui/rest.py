@@ -62,6 +62,9 @@ class _VideoIn(BaseModel):
     frames: Frames = 17
     height: Side = 128
     width: Side = 128
+    decoder: Literal["full", "tiny", "both"] = Field(
+        "full", description="what decodes the final video: full (the VAE), tiny (the tiny decoder: ~10x faster "
+                            "decode, slightly softer) or both (the full video, and the tiny one at ?decoder=tiny)")
 
 
 class RunIn(_VideoIn):
@@ -209,14 +212,15 @@ def _finite(value):
 
 
 # ---------------------------------------------------------------------------- routes
-def _video(row: dict, key: str, what: str) -> FileResponse:
+def _video(row: dict, key: str, what: str, suffix: str = "") -> FileResponse:
     path = row.get(key)
     if key == "preview_path" and not path:
         candidate = service.preview_path(row["id"])
         path = str(candidate) if candidate.is_file() else None
     if not path or not Path(path).is_file():
         raise ApiError(404, f"Run {row['id']} has no {what} (status {row['status']}).")
-    return FileResponse(path, media_type="video/mp4", filename=f"run-{row['id']}{'-preview' if key == 'preview_path' else ''}.mp4",
+    suffix = "-preview" if key == "preview_path" else suffix
+    return FileResponse(path, media_type="video/mp4", filename=f"run-{row['id']}{suffix}.mp4",
                         content_disposition_type="inline")
 
 
@@ -270,8 +274,17 @@ def _run_routes(r: APIRouter) -> None:
 def _file_routes(r: APIRouter) -> None:
     @r.get("/runs/{run_id}/video", tags=["runs"], summary="The finished mp4",
            response_class=FileResponse, responses={200: {"content": {"video/mp4": {}}}})
-    def get_video(run_id: Id):
-        return _video(_call(service.get_run, run_id), "output_path", "video yet")
+    def get_video(run_id: Id, decoder: Annotated[Literal["full", "tiny"] | None, Query(
+            description="the video by one decoder: full, or tiny (of a run with decoder tiny or both); "
+                        "default: the run's main video")] = None):
+        row = _call(service.get_run, run_id)
+        if decoder is None:
+            return _video(row, "output_path", "video yet")
+        path = service.decoded_video_path(row, decoder)
+        if path is None and row.get("status") == "done":
+            raise ApiError(404, f"Run {row['id']} has no {decoder}-decoded video: it ran with decoder "
+                                f"{row.get('decoder')!r} (decoder 'both' makes both).", "decoder")
+        return _video({**row, "decoded": path}, "decoded", f"{decoder}-decoded video yet", f"-{decoder}")
 
     @r.get("/runs/{run_id}/preview", tags=["runs"], summary="The low-resolution preview (pyramidal runs)",
            response_class=FileResponse, responses={200: {"content": {"video/mp4": {}}}})

@@ -228,6 +228,17 @@ def preview_html(run_id: int, stamp: str = "") -> str:
     )
 
 
+#: How each decoder is named on the page.
+DECODER_LABELS = {"full": "the full decoder (VAE)", "tiny": "the tiny decoder", "both": "both decoders (full and tiny)"}
+
+
+def decoder_note(row: dict) -> str:
+    """Which decoder made (or makes) the run's video: "decoded with the tiny decoder"."""
+    decoder = row.get("decoder") or "full"
+    verb = "decoded" if row.get("status") == "done" else "decodes"
+    return f"{verb} with {DECODER_LABELS.get(decoder, decoder)}"
+
+
 def run_card(row: dict, original: dict | None = None) -> str:
     """Markdown card: seed, plan, seconds per stage, TFLOPs, memory, speed-up."""
     report = row.get("report") or {}
@@ -239,7 +250,8 @@ def run_card(row: dict, original: dict | None = None) -> str:
         f"{row['mode']} `{row['schedule']}` · seed `{row['seed']}` · "
         f"{row['frames']} x {row['height']} x {row['width']} · guidance "
         f"{', '.join(f'{g:g}' for g in row.get('guidance') or [])}"
-        + (f" ({row['guidance_source']})" if row.get("guidance_source") else ""),
+        + (f" ({row['guidance_source']})" if row.get("guidance_source") else "")
+        + f" · {decoder_note(row)}",
         "",
         f"> {row['prompt']}",
         "",
@@ -252,8 +264,11 @@ def run_card(row: dict, original: dict | None = None) -> str:
         for i, s in enumerate(stages):
             tf = fmt_tflops(tf_stages[i]) if i < len(tf_stages) else "–"
             lines.append(f"| stage {i + 1} | {fmt_seconds(s)} | {tf} |")
+        tiny_label = "decode (tiny decoder)" if (row.get("decoder") or "full") == "tiny" else "decode"
+        lines.append(f"| {tiny_label} | {fmt_seconds(seconds.get('decode'))} | |")
+        if seconds.get("decode_tiny") is not None:
+            lines.append(f"| decode (tiny decoder) | {fmt_seconds(seconds['decode_tiny'])} | |")
         lines += [
-            f"| decode | {fmt_seconds(seconds.get('decode'))} | |",
             f"| **total** | **{fmt_seconds(seconds.get('total'))}** | **{fmt_tflops(row.get('tflops'))}** |",
             "",
             f"Model load {fmt_seconds(row.get('load_seconds'))} · peak memory "
@@ -312,6 +327,7 @@ def history_row(r: dict) -> list[Any]:
         size_label(r["frames"], r["height"], r["width"]), r["seed"], fmt_created(r["created_at"]),
         "" if r.get("total_seconds") is None else f"{r['total_seconds']:.1f}",
         r["prompt"] if len(r["prompt"]) <= 60 else r["prompt"][:59] + "…",
+        r.get("decoder") or "full",
     ]
 
 
@@ -362,6 +378,39 @@ def comparison_summary(quality: dict, speed: dict) -> str:
         text = f"**How close:** {quality['reason']}."
     return text + (f"\n\n**B against A:** {fmt_ratio(speed['tflops'])} fewer TFLOPs, "
                    f"{fmt_ratio(speed['denoise'])} faster denoising, {fmt_ratio(speed['total'])} faster in total.")
+
+
+def decode_both_html(row: dict, group: str) -> str:
+    """A run decoded both ways: the full decode and the tiny one side by side, playing in step,
+    each captioned with its decode seconds."""
+    seconds = (row.get("report") or {}).get("seconds", {})
+    stamp = esc(row.get("finished_at") or "")
+    figs = [video_html(f"/api/runs/{row['id']}/video?v={stamp}", "full decoder (VAE)", group,
+                       f"decode {fmt_seconds(seconds.get('decode'))}"),
+            video_html(f"/api/runs/{row['id']}/video?decoder=tiny&v={stamp}", "tiny decoder", group,
+                       f"decode {fmt_seconds(seconds.get('decode_tiny'))}")]
+    return (f'<div class="pw-videos" id="cmp-both-videos">{"".join(figs)}</div>'
+            f'<button class="pw-sync-play" data-sync-target="{esc(group)}">⟲ play both from the start</button>')
+
+
+def decode_both_table(row: dict) -> list[list[str]]:
+    """Rows of the Compare table for a run decoded both ways: decode seconds, full against tiny."""
+    report = row.get("report") or {}
+    seconds = report.get("seconds", {})
+    full, tiny = seconds.get("decode"), seconds.get("decode_tiny")
+    return [["decode (s)", _n(full), _n(tiny), fmt_ratio(full / tiny) if full and tiny else "–"],
+            ["PSNR against the full decode (dB)", "–", _n(report.get("decode_psnr_db")), ""]]
+
+
+def decode_both_summary(row: dict) -> str:
+    """Markdown under the table: how close the tiny decode is to the full one, and how much faster."""
+    report = row.get("report") or {}
+    seconds = report.get("seconds", {})
+    full, tiny = seconds.get("decode"), seconds.get("decode_tiny")
+    psnr = report.get("decode_psnr_db")
+    speed = f" · the tiny decoder decoded **{fmt_ratio(full / tiny)}** faster" if full and tiny else ""
+    return (f"**Run #{row['id']} decoded both ways** (same latents): PSNR of the tiny decode against "
+            f"the full one **{'–' if psnr is None else f'{psnr:.2f} dB'}**{speed}.")
 
 
 def watch_view(rows: list[dict], comparison: bool, previews: set[int], group: str) -> dict[str, Any]:

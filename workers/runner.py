@@ -24,7 +24,7 @@ from typing import Any
 
 from db import checkpoints as db_checkpoints
 from db import runs as db_runs
-from db.files import output_path, preview_path, still_path
+from db.files import output_path, preview_path, still_path, tiny_output_path
 from db.models import Run, Status
 from settings import get_settings
 from workers import config
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 REQUEST_FIELDS = (
     "prompt", "negative_prompt", "model", "mode", "schedule", "guidance", "seed", "frames",
-    "height", "width", "guidance_source",
+    "height", "width", "guidance_source", "decoder",
 )  # fmt: skip
 
 
@@ -81,7 +81,9 @@ def _request_for(row: dict[str, Any]):
 
     try:
         # the stored guidance was resolved at submit time; its source travels with it into the report
-        return GenerationRequest(**{k: row.get(k) for k in REQUEST_FIELDS}).validated()
+        fields = {k: row.get(k) for k in REQUEST_FIELDS}
+        fields["decoder"] = fields["decoder"] or "full"
+        return GenerationRequest(**fields).validated()
     except RequestError as exc:
         raise Stopped(Status.FAILED.value, f"The run's settings are not valid: {exc}") from None
 
@@ -156,6 +158,10 @@ def _generate(run_id: int, row: dict[str, Any], cache: ModelCache, beat: Heartbe
     t0 = time.perf_counter()
     path = output_path(run_id)
     _write_video(result.frames, path, result.fps)
+    tiny_path = None
+    if getattr(result, "frames_tiny", None) is not None:  # decoder="both": the tiny decode beside it
+        tiny_path = tiny_output_path(run_id)
+        _write_video(result.frames_tiny, tiny_path, result.fps)
     still = still_path(run_id)
     try:
         _write_still(result.frames, still)
@@ -172,6 +178,7 @@ def _generate(run_id: int, row: dict[str, Any], cache: ModelCache, beat: Heartbe
     report["phase_shares"] = shares.to_dict() if shares is not None else None
     report["load_seconds"] = load_seconds
     report["worker"] = row["worker"]
+    report["tiny_video_path"] = str(tiny_path) if tiny_path is not None else None
     created, started = _parse_time(row["created_at"]), _parse_time(row["started_at"])
     if created and started:
         report["queue_seconds"] = max((started - created).total_seconds(), 0.0)
@@ -192,7 +199,8 @@ def _phase_shares(pipe, request) -> PhaseShares | None:
     """The run's split between denoising, decoding and writing (see :func:`estimate_shares`);
     None (progress of the denoising steps only) when it cannot be estimated."""
     try:
-        previous = db_runs.last_done_run(request.model, request.frames, request.height, request.width)
+        previous = db_runs.last_done_run(request.model, request.frames, request.height, request.width,
+                                         decoder=request.decoder)
         return estimate_shares(request, previous, getattr(pipe, "estimate_tflops", None))
     except Exception:  # an estimate is a nicety: never fail the run for it
         log.exception("could not estimate the phases of a %s run", request.model)

@@ -91,6 +91,7 @@ def test_a_released_database_is_stamped_upgraded_and_keeps_its_rows(blank_url):
     row = runs.get_run(run_id)
     assert (row["prompt"], row["guidance"], row["status"], row["report"]) == ("a cat", [5.0, 5.0, 4.0], "done", {"tflops": 0.5})
     assert row["phase"] is row["still_path"] is row["guidance_source"] is None
+    assert row["decoder"] == "full"  # runs made before the decoder column were decoded by the VAE
     assert checkpoints.get_checkpoint(ckpt_id)["card"] == {"steps": 3}
     assert jobs.get_job(job_id)["losses"] == [{"step": 1, "loss": 0.5}]
     assert [r["id"] for r in runs.get_comparison(group_id)["runs"]] == [run_id]
@@ -103,8 +104,9 @@ def test_a_released_database_is_stamped_upgraded_and_keeps_its_rows(blank_url):
     row = runs.get_run(run_id)
     assert (row["phase"], row["still_path"], row["guidance_source"]) == ("decoding", "/out/1.png", "request")
     spec = {k: row[k] for k in runs.RUN_INPUT_FIELDS}
-    (new,) = runs.add_runs([spec], cancel_token_hashes=["ab" * 32])
+    (new,) = runs.add_runs([{**spec, "decoder": "both"}], cancel_token_hashes=["ab" * 32])
     assert runs.get_cancel_token_hash(new["id"]) == (True, "ab" * 32)
+    assert runs.get_run(new["id"])["decoder"] == "both"
     assert db_admin.attempt("1.2.3.4", "wrong", now=10.0, window=60, max_failures=3).failures == 1
 
 
@@ -119,12 +121,12 @@ def test_revision_1_is_the_released_schema(blank_url):
 
 def test_an_empty_database_gets_every_revision_and_matches_the_models(blank_url):
     get_engine(blank_url)
-    assert revision_of(blank_url) == migrate.head() == "0002"
+    assert revision_of(blank_url) == migrate.head() == "0003"
     assert differences(blank_url) == []
     dispose_engines()
     shown = subprocess.run([sys.executable, "-m", "db.migrate", "--url", blank_url], cwd=ROOT,
                            capture_output=True, text=True, timeout=60)
-    assert shown.returncode == 0 and "at revision 0002" in shown.stdout, shown.stderr
+    assert shown.returncode == 0 and "at revision 0003" in shown.stdout, shown.stderr
 
 
 def test_a_database_made_by_create_all_of_these_models_upgrades_too(blank_url):

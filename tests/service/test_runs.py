@@ -47,6 +47,9 @@ BAD_INPUTS = [
     ("fractional seed", dict(seed=1.5), "seed", "whole number"),
     ("guidance too high", dict(guidance=50.0), "guidance", "out of range"),
     ("guidance per stage count", dict(guidance=[5.0, 4.0]), "guidance", "one per stage"),
+    ("unknown decoder", dict(decoder="fast"), "decoder", "full, tiny, both"),
+    ("tiny decoder of a model without one", dict(model="wan2.1-1.3b", decoder="tiny"), "decoder",
+     "no tiny decoder"),
 ]
 
 
@@ -89,6 +92,39 @@ def test_comparison_shares_prompt_and_seed(pwan_env):
     assert original["guidance"] == [4.0]
     assert counts() == (2, 2)
     assert service.list_runs(comparison_id=group["id"])["total"] == 2
+
+
+def test_the_decoder_is_stored_kept_by_rerun_and_shared_by_a_comparison(pwan_env):
+    row = service.submit_run("a red ball", decoder="both", **TINY)
+    assert row["decoder"] == "both" and service.get_run(row["id"])["decoder"] == "both"
+    assert service.submit_run("a red ball", **TINY)["decoder"] == "full"
+    assert service.rerun(row["id"])["decoder"] == "both"
+    group = service.submit_comparison("a cat walks", model="tiny", schedule="2-2-1", seed=1, decoder="tiny")
+    assert [r["decoder"] for r in group["runs"]] == ["tiny", "tiny"]
+    assert counts() == (5, 5)
+
+
+def test_tiny_is_refused_for_a_model_without_a_tiny_decoder(pwan_env, monkeypatch):
+    import service.runs
+
+    monkeypatch.setattr(service.runs, "has_tiny_decoder", lambda model: False)
+    for decoder in ("tiny", "both"):
+        with pytest.raises(service.ValidationError, match="no tiny decoder.*finetune tiny-decoder") as info:
+            service.submit_run("a red ball", decoder=decoder, **TINY)
+        assert info.value.field == "decoder"
+        with pytest.raises(service.ValidationError):
+            service.submit_comparison("a red ball", decoder=decoder, model="tiny", seed=1)
+    assert counts() == (0, 0)
+    assert service.submit_run("a red ball", **TINY)["decoder"] == "full"
+
+
+def test_decoded_video_path_says_which_file_holds_which_decode():
+    full = {"decoder": "full", "output_path": "/o/1.mp4", "report": {}}
+    tiny = {"decoder": "tiny", "output_path": "/o/2.mp4"}
+    both = {"decoder": "both", "output_path": "/o/3.mp4", "report": {"tiny_video_path": "/o/3.tiny.mp4"}}
+    assert [service.decoded_video_path(r, "full") for r in (full, tiny, both)] == ["/o/1.mp4", None, "/o/3.mp4"]
+    assert [service.decoded_video_path(r, "tiny") for r in (full, tiny, both)] == [None, "/o/2.mp4", "/o/3.tiny.mp4"]
+    assert service.decoded_video_path({"output_path": "/o/4.mp4"}) == "/o/4.mp4"  # a run from before decoders
 
 
 def test_get_list_cancel_delete_rerun(pwan_env, tmp_path):

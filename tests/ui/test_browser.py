@@ -65,6 +65,22 @@ def test_generate_shows_progress_then_a_playing_video(page, studio):
     screenshot(page, "generate")
 
 
+def test_fast_decode_reaches_the_worker_and_the_report(page, studio):
+    open_page(page, studio)
+    page.fill("#prompt textarea", "a blue square moves up")
+    page.check("#fast-decode input[type=checkbox]")
+    page.click("#generate-btn")
+    page.wait_for_selector("#gen-progress .pw-progress")
+    run_id = int(re.search(r"Queued run #(\d+)", page.inner_text("#gen-message")).group(1))
+    page.wait_for_function(PLAYING, arg="#gen-videos video", timeout=180_000)
+    assert "decoded with the tiny decoder" in page.inner_text("#gen-card")
+    row = studio.http.get(f"/api/runs/{run_id}").json()
+    assert row["status"] == "done" and row["decoder"] == row["report"]["decoder"] == "tiny"
+    assert row["report"]["preview_decoder"] == "tiny" and row["report"]["seconds"]["decode"] > 0
+    page.uncheck("#fast-decode input[type=checkbox]")
+    screenshot(page, "generate-fast-decode")
+
+
 def test_compare_with_the_original_shows_both_videos_and_the_table(page, studio):
     open_page(page, studio)
     page.fill("#prompt textarea", "a green ball bounces")

@@ -129,6 +129,9 @@ BAD_RUNS = {
     "guidance out of range": ({"guidance": 50}, "guidance", "out of range"),
     "guidance per stage, wrong count": ({"guidance": [5, 4]}, "guidance", "one per stage"),
     "misspelt field": ({"promt": "x"}, "promt", "not a known field"),
+    "unknown decoder": ({"decoder": "fast"}, "decoder", "'both'"),
+    "tiny decoder of a model without one": ({"model": "wan2.1-1.3b", "decoder": "tiny"}, "decoder",
+                                            "no tiny decoder"),
 }
 
 
@@ -148,8 +151,9 @@ def test_bad_run_is_422_with_a_message_and_writes_nothing(bare_studio, change):
 
 
 @pytest.mark.parametrize("patch", [{"prompt": ""}, {"prompt": "a" * 5000}, {"model": "nope"},
-                                   {"schedule": "x"}, {"height": 100}, {"seed": -5}],
-                         ids=["empty", "long", "model", "schedule", "shape", "seed"])
+                                   {"schedule": "x"}, {"height": 100}, {"seed": -5}, {"decoder": "fast"},
+                                   {"model": "wan2.1-1.3b", "decoder": "both"}],
+                         ids=["empty", "long", "model", "schedule", "shape", "seed", "decoder", "no tiny decoder"])
 def test_bad_comparison_is_422_and_writes_nothing(bare_studio, patch):
     before = bare_studio.run_count()
     r = bare_studio.http.post("/api/comparisons", json={**GOOD, **patch})
@@ -374,6 +378,29 @@ def test_finished_runs_video_preview_compare_and_delete(studio, done_comparison)
     assert http.get(f"/api/runs/{again['id']}/still").status_code == 404
     assert not Path(studio.http.get(f"/api/runs/{pyramid['id']}").json()["still_path"]).with_name(
         f"{again['id']}.still.jpg").exists()
+
+
+def test_the_decoder_reaches_the_row_the_report_and_the_videos(studio, done_comparison):
+    http = studio.http
+    _group, (_original, pyramid) = done_comparison
+    r = http.post("/api/runs", json={**GOOD, "decoder": "both"})
+    assert r.status_code == 201 and r.json()["decoder"] == "both", r.text
+    row = studio.wait_run(r.json()["id"])
+    assert row["status"] == "done", row["error"]
+    assert row["decoder"] == row["report"]["decoder"] == "both" and row["report"]["decode_psnr_db"] > 0
+    full = http.get(f"/api/runs/{row['id']}/video")
+    tiny = http.get(f"/api/runs/{row['id']}/video", params={"decoder": "tiny"})
+    assert full.status_code == tiny.status_code == 200 and tiny.content[4:8] == b"ftyp"
+    assert full.content != tiny.content and "run-%d-tiny.mp4" % row["id"] in tiny.headers["content-disposition"]
+    assert http.get(f"/api/runs/{row['id']}").json()["report"]["tiny_video_path"].endswith(f"{row['id']}.tiny.mp4")
+    # a run decoded by the VAE only has no tiny video: a 404 that says why
+    none = http.get(f"/api/runs/{pyramid['id']}/video", params={"decoder": "tiny"})
+    assert none.status_code == 404 and "decoder 'full'" in none.json()["detail"]
+    assert http.get(f"/api/runs/{pyramid['id']}/video", params={"decoder": "sharp"}).status_code == 422
+    group = http.post("/api/comparisons", json={**GOOD, "decoder": "tiny"}).json()
+    assert [run["decoder"] for run in group["runs"]] == ["tiny", "tiny"]
+    for run in group["runs"]:
+        http.post(f"/api/runs/{run['id']}/cancel", headers=token_of(run))
 
 
 def test_admin_finetune_jobs(bare_studio):

@@ -79,3 +79,42 @@ def test_admin_actions_need_the_unlocked_session(tabs):
         admin_only(adm.refresh_tables)(False)
     tables = admin_only(adm.refresh_tables)(True)
     assert tables[adm.job_table][0][0] == "" and tables[adm.ckpt_table][0][0] == ""
+
+
+def test_fast_decode_queues_a_tiny_decoder_run(tabs):
+    import service
+
+    gen = tabs["gen"]
+    out = gen.on_generate("a cat", "", "tiny", "pyramidal", "2-2-1", "5", 7, False, "17 x 128 x 128", False, {},
+                          True)
+    (run_id,) = out[gen.submitted]["run_ids"]
+    assert service.get_run(run_id)["decoder"] == "tiny"
+    plain = gen.on_generate("a cat", "", "tiny", "pyramidal", "2-2-1", "5", 7, False, "17 x 128 x 128", False, {})
+    assert service.get_run(plain[gen.submitted]["run_ids"][0])["decoder"] == "full"
+
+
+def test_compare_decodes_a_run_both_ways(tabs, monkeypatch):
+    import service
+    from db import queue
+    from db.models import Run
+
+    cmp = tabs["cmp"]
+    with pytest.raises(Exception, match="pick run A"):
+        cmp.decode_both(None, {})
+    run = service.submit_run("a cat", model="tiny", schedule="2-2-1", seed=4, frames=17, height=128, width=128)
+    out = cmp.decode_both(run["id"], {})
+    new_id = out[cmp.both_watch]
+    new = service.get_run(new_id)
+    assert new["decoder"] == "both" and new["seed"] == 4 and out[cmp.both_timer].active
+    assert str(new_id) in out[cmp.shared.held_tokens] and f"Queued run #{new_id}" in out[cmp.message]
+    assert cmp.poll_both(new_id)[cmp.videos].count("data-run") >= 1  # its progress while it waits
+    report = {"seconds": {"decode": 1.0, "decode_tiny": 0.25}, "decode_psnr_db": 30.0, "tiny_video_path": "/x"}
+    real_get = service.get_run
+    monkeypatch.setattr(service, "get_run", lambda i: {**real_get(i), "status": "done", "report": report,
+                                                        "finished_at": "t"})
+    shown = cmp.poll_both(new_id)
+    assert "decoder=tiny" in shown[cmp.videos] and "30.00 dB" in shown[cmp.quality]
+    assert not shown[cmp.both_timer].active and len(shown[cmp.table]) == 2
+    again = cmp.decode_both(new_id, {})  # a run decoded both ways is shown at once, nothing queued
+    assert "decoder=tiny" in again[cmp.videos] and cmp.both_watch not in again
+    assert queue.counts_by_status(Run)["queued"] == 2

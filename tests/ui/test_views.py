@@ -139,3 +139,25 @@ def test_the_watch_view_shows_videos_and_the_card_once_every_run_is_final():
     view = views.watch_view([original, pyramid], True, set(), group="gen-1")
     assert view["finished"] and "original: #1" in view["progress"] and "pyramidal: #2" in view["progress"]
     assert "/api/runs/1/video" in view["videos"] and "**Error:** boom" in view["card"] and "**Run #1**" in view["card"]
+
+
+def test_the_card_and_history_say_which_decoder_ran():
+    base = {"id": 5, "mode": "pyramidal", "schedule": "2-2-1", "prompt": "a cat", "seed": 1, "model": "tiny",
+            "checkpoint_name": None, "frames": 17, "height": 128, "width": 128, "guidance": [5.0],
+            "created_at": None, "total_seconds": None}
+    tiny = {**base, "status": "done", "decoder": "tiny", "report": {"seconds": {"decode": 0.1}}}
+    assert "decoded with the tiny decoder" in views.run_card(tiny)
+    assert "| decode (tiny decoder) | 0.1 s |" in views.run_card(tiny)
+    assert "decodes with the full decoder (VAE)" in views.run_card({**base, "status": "queued"})  # a run from before
+    both = {**tiny, "decoder": "both", "report": {"seconds": {"decode": 2.0, "decode_tiny": 0.5},
+                                                  "decode_psnr_db": 27.5}, "finished_at": "t"}
+    card = views.run_card(both)
+    assert "decoded with both decoders" in card and card.count("decode (tiny decoder)") == 1
+    assert views.history_row(tiny)[11] == "tiny" and views.history_row({**base, "status": "queued"})[11] == "full"
+    html = views.decode_both_html(both, group="g")
+    assert '/api/runs/5/video?v=t"' in html and "/api/runs/5/video?decoder=tiny&amp;v=t" in html
+    assert html.count('data-sync="g"') == 2 and "decode 2.0 s" in html and "decode 0.5 s" in html
+    assert views.decode_both_table(both) == [["decode (s)", "2.00", "0.50", "4.00x"],
+                                             ["PSNR against the full decode (dB)", "–", "27.50", ""]]
+    summary = views.decode_both_summary(both)
+    assert "27.50 dB" in summary and "4.00x" in summary and "Run #5" in summary

@@ -59,6 +59,29 @@ def test_tiny_run_is_done_and_a_warm_worker_loads_nothing(sqlite_install):
     assert Path(first["preview_path"]).is_file()  # the lowest stage's preview
 
 
+def test_a_run_decoded_both_ways_writes_both_videos(sqlite_install):
+    from core.video import read_frames
+
+    run = service.submit_run("a red circle moves to the right", seed=1, decoder="both", **TINY)
+    row = sqlite_install.wait(run["id"])
+    check_done_run(sqlite_install, row, stages=3)
+    report = row["report"]
+    assert row["decoder"] == report["decoder"] == "both" and report["preview_decoder"] == "tiny"
+    tiny = Path(report["tiny_video_path"])
+    assert tiny == sqlite_install.data_dir / "outputs" / f"{row['id']}.tiny.mp4" and tiny.is_file()
+    assert read_frames(tiny).shape == read_frames(row["output_path"]).shape
+    assert report["seconds"]["decode"] > 0 and report["seconds"]["decode_tiny"] > 0
+    assert 0 < report["decode_psnr_db"] <= 100
+    assert Path(row["preview_path"]).is_file()  # previews keep working (by the tiny decoder)
+
+    fast = sqlite_install.wait(service.submit_run("a blue box", seed=2, decoder="tiny", **TINY)["id"])
+    check_done_run(sqlite_install, fast, stages=3)
+    assert fast["report"]["decoder"] == "tiny" and fast["report"]["tiny_video_path"] is None
+    assert "decode_tiny" not in fast["report"]["seconds"]
+    service.delete_run(row["id"])
+    assert not tiny.exists() and not Path(row["output_path"]).exists()
+
+
 def test_cancel_a_queued_and_a_running_run(sqlite_install):
     slow = service.submit_run("a slow red circle", seed=3, **SLOW)
     waiting = service.submit_run("a waiting blue box", seed=4, **QUICK)

@@ -11,7 +11,8 @@ import service
 from ui import views
 from ui.tabs.common import PageError, Shared, cancel_with_session, friendly
 
-HEADERS = ["id", "still", "status", "model", "mode", "plan", "size", "seed", "created (UTC)", "seconds", "prompt"]
+HEADERS = ["id", "still", "status", "model", "mode", "plan", "size", "seed", "created (UTC)", "seconds", "prompt",
+           "decoder"]
 #: The still column is HTML (an <img> from /api/runs/{id}/still); the others plain text.
 TYPES = ["str", "html"] + ["str"] * (len(HEADERS) - 2)
 EMPTY = [[""] * len(HEADERS)]
