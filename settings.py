@@ -8,6 +8,7 @@ in by the object itself, and so are the checks between settings.
 * :func:`get_settings`: ``os.environ`` parsed and validated on first use, then cached.
 * :func:`reload_settings`: drop the cache; the next :func:`get_settings` reads the environment
   again (tests, :func:`workers.configure`, code that sets a variable for what it calls next).
+* :func:`overridden`: a block with some variables set, restored afterwards.
 * :func:`read_settings`: parse any mapping, e.g. the environment of a child process.
 
 Standard library only, so that ``db`` and ``core`` import it without pulling in anything heavy.
@@ -15,6 +16,7 @@ Standard library only, so that ``db`` and ``core`` import it without pulling in 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import os
@@ -203,6 +205,25 @@ def get_settings() -> Settings:
 def reload_settings() -> None:
     """Forget the cached settings: the next :func:`get_settings` reads the environment again."""
     get_settings.cache_clear()
+
+
+@contextlib.contextmanager
+def overridden(**variables: str):
+    """Set environment variables for the block (``overridden(PWAN_MINI_PATH="...")``), then put
+    back what was there; settings are re-read on the way in and out. A phase that points the
+    studio at its own folders must not leave them set for whatever runs next in the process."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    reload_settings()
+    try:
+        yield get_settings()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        reload_settings()
 
 
 # ---------------------------------------------------------------------------- documentation

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,7 +31,7 @@ import torch
 
 from .toolkit import (EMA, ConfigError, Resumable, add_flags, check_fields, config_from_flags, read_state,
                       scheduled_lr, set_lr, setting, write_card)
-from settings import reload_settings
+from settings import overridden
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -327,11 +326,14 @@ def check_pyramid_settings(cfg: RecipeConfig) -> None:
 
 
 def phase_pyramid(cfg: RecipeConfig, ship: Path, log) -> Path:
+    check_pyramid_settings(cfg)
+    with overridden(PWAN_MINI_PATH=str(ship)):  # the finetune loads the mini model from ``ship``
+        return _pyramid(cfg, log)
+
+
+def _pyramid(cfg: RecipeConfig, log) -> Path:
     from .pyramidal import train
 
-    check_pyramid_settings(cfg)
-    os.environ["PWAN_MINI_PATH"] = str(ship)
-    reload_settings()  # the pyramidal finetune below loads the mini model from ``ship``
     out = Path(cfg.ship) / "mini-pyramidal"
     card_path = out / "card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}

@@ -80,12 +80,26 @@ def monkeypatch():
     patch.undo()
 
 
+def _pwan_environment() -> dict:
+    return {k: v for k, v in os.environ.items() if k.startswith("PWAN_")}
+
+
 @pytest.fixture(autouse=True)
 def fresh_settings():
-    """Every test starts (and leaves) with settings read from the environment as it is then."""
+    """Every test starts (and leaves) with settings read from the environment as it is then, and
+    leaves the ``PWAN_*`` variables as it found them (``monkeypatch`` undoes its own changes first):
+    code that sets one for good would point every later test at its folders."""
+    before = _pwan_environment()
     reload_settings()
     yield
+    leaked = {k for k in before.keys() | _pwan_environment().keys() if before.get(k) != os.environ.get(k)}
+    for name in leaked:
+        if name in before:
+            os.environ[name] = before[name]
+        else:
+            os.environ.pop(name, None)
     reload_settings()
+    assert not leaked, f"the test left these variables changed: {sorted(leaked)}"
 
 
 # ---------------------------------------------------------------------------- services

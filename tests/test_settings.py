@@ -2,6 +2,7 @@
 the variable, caching, and the README's configuration table matching it."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -142,3 +143,15 @@ def test_settings_imports_nothing_heavy():
             " & set(sys.modules); print(sorted(heavy))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_overridden_sets_variables_for_a_block_and_puts_back_what_was_there(monkeypatch, tmp_path):
+    monkeypatch.setenv("PWAN_MINI_PATH", str(tmp_path / "before"))
+    monkeypatch.delenv("PWAN_MODEL", raising=False)
+    with settings.overridden(PWAN_MINI_PATH=str(tmp_path / "inside"), PWAN_MODEL="tiny") as inside:
+        assert inside.mini_path == tmp_path / "inside" and get_settings().model == "tiny"
+    assert get_settings().mini_path == tmp_path / "before"
+    assert "PWAN_MODEL" not in os.environ
+    with pytest.raises(RuntimeError), settings.overridden(PWAN_MINI_PATH=str(tmp_path / "x")):
+        raise RuntimeError("the block failed")
+    assert get_settings().mini_path == tmp_path / "before"

@@ -2,6 +2,7 @@
 pretraining, the shipped ``mini`` preset, and the pyramidal finetune over it."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,9 @@ def test_short_recipe_ships_a_loadable_mini_preset_and_pyramidal_checkpoint(tmp_
     cfg = RecipeConfig(work=str(tmp_path / "work"), ship=str(tmp_path / "ship"), seed_states=str(tmp_path / "none"),
                        vae_steps=2, vae_decoder_steps=1, pretrain_steps=10, pyramid_clips=3,
                        pyramid_steps=1, clips=3, batch=3, warmup=2, save_every=5, threads=1)
+    before = os.environ.get("PWAN_MINI_PATH")
     out = run(cfg, log=lambda m: None)
+    assert os.environ.get("PWAN_MINI_PATH") == before  # the recipe's folders are not left set for what runs next
     card = json.loads((tmp_path / "ship" / "mini" / "card.json").read_text())
     assert card["compute"]["pretrain"]["steps"] == 10 and card["compute"]["vae"]["steps"] == 3  # 2 + 1 (decoder)
     assert card["compute"]["pretrain"]["cpu_seconds"] > 0
