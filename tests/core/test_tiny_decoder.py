@@ -43,7 +43,7 @@ def test_causal_first_frame(model):
     assert torch.equal(y[:, :, :5], y2[:, :, :5])
     assert not torch.allclose(y[:, :, 5:9], y2[:, :, 5:9])
     # and frame 0 is what a one-frame latent decodes to
-    assert torch.allclose(model(x[:, :, :1])[:, :, 0], y[:, :, 0], atol=1e-5)
+    assert torch.allclose(model(x[:, :, :1])[:, :, 0], y[:, :, 0], atol=1e-4)  # float32 sums in another order (outputs up to ~25)
 
 
 def test_batch_chunks_agree(model):
