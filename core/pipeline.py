@@ -8,6 +8,7 @@ prepare noise from the seed at full resolution, sample, decode; it returns frame
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import threading
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from .errors import Cancelled, RequestError
+from .fewstep import FewStepRecipe, sample_fewstep
 from .flops import PROBE_LATENT, decode_tflops, measure_decode_probe, plan_flops
 from .plan import MAX_STAGES, StagePlan
 from .presets import GUIDANCE_SOURCES, Components, build_components, list_presets, resolve_guidance
@@ -30,6 +32,7 @@ from .text import check_text
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**32 - 1
 MODES = ("pyramidal", "original")
+DEFAULT_SCHEDULE = "20-20-10"  # a pyramidal request that names no schedule (the original: the same steps, 0-0-50)
 #: How the final latents become pixels: the VAE ("full"), the tiny decoder ("tiny", ~10x faster,
 #: slightly softer) or both ("both": the main video is the full decode, the tiny one comes beside it).
 DECODERS = ("full", "tiny", "both")
@@ -52,13 +55,27 @@ def _checked_text(value, field: str, label: str, *, required: bool) -> str:
     return text
 
 
+def baseline_schedule(schedule: str) -> str:
+    """The one-stage (original model) schedule with the same total steps: 20-20-10 -> 0-0-50."""
+    plan = StagePlan.parse(schedule)
+    return "-".join(["0"] * (len(plan.parts) - 1) + [str(plan.total_steps)])
+
+
+def default_schedule(mode: str, schedule: str | None) -> str:
+    """``schedule``, or for a request that names none :data:`DEFAULT_SCHEDULE` (pyramidal) or its
+    steps in one stage (the original)."""
+    if schedule is not None and schedule != "":
+        return schedule
+    return DEFAULT_SCHEDULE if mode != "original" else baseline_schedule(DEFAULT_SCHEDULE)
+
+
 @dataclass
 class GenerationRequest:
     prompt: str
     negative_prompt: str = ""
     model: str = "tiny"
     mode: str = "pyramidal"
-    schedule: str = "20-20-10"
+    schedule: str | None = None  # None: a distilled checkpoint's recipe, else DEFAULT_SCHEDULE (default_schedule)
     guidance: float | list[float] | None = None  # None: the model's recommendation (resolve_guidance)
     seed: int = 0
     frames: int = 17
@@ -74,23 +91,36 @@ class GenerationRequest:
     def resolved(self, card: dict | None = None) -> "GenerationRequest":
         """A copy with its guidance set and ``guidance_source`` saying where it came from: the request's
         own, else the recommendation of ``card`` (a checkpoint's), the preset or Wan
-        (:func:`~core.presets.resolve_guidance`, the one resolver every entry point uses)."""
-        if self.guidance is not None:
-            return dataclasses.replace(self, guidance_source=self.guidance_source or "request")
-        value, source = resolve_guidance(None, self.model, card, stages=self._stage_count())
-        return dataclasses.replace(self, guidance=value, guidance_source=source)
+        (:func:`~core.presets.resolve_guidance`, the one resolver every entry point uses).
+
+        A distilled checkpoint's card (:class:`~core.fewstep.FewStepRecipe`) fills what the request
+        leaves out (schedule, shift, windows) and refuses what would break its recipe."""
+        req = self._with_recipe(FewStepRecipe.from_card(card), card)
+        if req.guidance is not None:
+            return dataclasses.replace(req, guidance_source=req.guidance_source or "request")
+        value, source = resolve_guidance(None, req.model, card, stages=req._stage_count())
+        return dataclasses.replace(req, guidance=value, guidance_source=source)
+
+    def _with_recipe(self, recipe: FewStepRecipe | None, card: dict | None) -> "GenerationRequest":
+        if recipe is None:
+            return self
+        name = (card or {}).get("name")
+        recipe.check(schedule=self.schedule, guidance=self.guidance, shift=self.shift, boundaries=self.boundaries,
+                     mode=self.mode, grid=self.grid, name=f"checkpoint {name!r}" if name else "this checkpoint")
+        return dataclasses.replace(self, schedule=recipe.schedule, shift=recipe.shift,
+                                   boundaries=list(recipe.boundaries), grid="uniform")
 
     def _stage_count(self) -> int | None:
         if self.mode == "original":
             return 1
         try:
-            return StagePlan.parse(self.schedule).num_stages
+            return StagePlan.parse(default_schedule(self.mode, self.schedule)).num_stages
         except (RequestError, TypeError, ValueError, AttributeError):
             return None  # validated() reports the schedule
 
     def plan(self, shift: float = 3.0, boundaries: list[float] | None = None) -> StagePlan:
         return StagePlan.parse(
-            self.schedule,
+            default_schedule(self.mode, self.schedule),
             shift=self.shift if self.shift is not None else shift,
             boundaries=self.boundaries if self.boundaries is not None else boundaries,
             guidance=self.guidance if self.guidance is not None else self.resolved().guidance,
@@ -233,6 +263,16 @@ class PyramidalWanPipeline:
         return next(self.transformer.parameters()).device
 
     @property
+    def recipe(self) -> FewStepRecipe | None:
+        """A distilled checkpoint's locked recipe (it runs the few-step sampler), else None."""
+        return FewStepRecipe.from_card(self.info.get("checkpoint"))
+
+    def checked(self, req: GenerationRequest) -> GenerationRequest:
+        """``req`` resolved with this pipeline's checkpoint card (guidance, a distilled recipe) and
+        validated, or RequestError."""
+        return req.resolved(self.info.get("checkpoint")).validated(known_models=[req.model])
+
+    @property
     def original(self):
         """The stock diffusers WanPipeline on the same components (Euler flow-matching scheduler)."""
         if self._original is None:
@@ -325,7 +365,7 @@ class PyramidalWanPipeline:
         ``decode=False`` leaves it out), or the tiny decoder's for ``decoder="tiny"`` (both for
         "both"). A worker splits a run's progress between the phases with them.
         """
-        req = req.validated(known_models=[req.model])
+        req = self.checked(req)
         plan = self.plan_for(req)
         out = {"denoise": plan_flops(self.transformer.config, plan, req.frames, req.height, req.width,
                                      self.max_sequence_length)["tflops"]}
@@ -366,7 +406,7 @@ class PyramidalWanPipeline:
         decode (the decode is one call, often the longest part on a CPU: a follower can show it).
         Returning True from it stops the run with :class:`~core.errors.Cancelled`."""
         # 1. check inputs; no guidance named: the checkpoint card's, else the preset's, else Wan's
-        req = req.resolved(self.info.get("checkpoint")).validated(known_models=[req.model])
+        req = self.checked(req)
         self.check_decoder(req.decoder)
         plan = self.plan_for(req)
         t_start = time.perf_counter()
@@ -407,7 +447,9 @@ class PyramidalWanPipeline:
             "plan": plan.describe(),
             "guidance": list(plan.guidance),
             "guidance_source": req.guidance_source,
-            "jump": self.jump if req.mode == "pyramidal" and plan.num_stages > 1 else None,
+            "jump": ("fresh" if self.recipe else self.jump) if req.mode == "pyramidal" and plan.num_stages > 1 else None,
+            "sampler": "few-step" if self.recipe is not None else "euler",
+            "recipe": self.recipe.to_dict() if self.recipe is not None else None,
             "latent_shapes": flops["latent_shapes"],
             "seconds": seconds,
             "load_seconds": self.load_seconds,
@@ -471,9 +513,13 @@ class PyramidalWanPipeline:
         def on_step(info):
             return callback({"phase": "denoising", **info})
 
-        latents = sample_pyramid(self.denoiser(pe, ne), noise, plan, callback=on_step if callback else None,
-                                 generator=gen, resampler=self.resampler, on_stage_end=on_stage_end,
-                                 jump_mode=self.jump)
+        recipe = self.recipe
+        if recipe is not None:  # a distilled student: its locked levels and conversion
+            sampler = functools.partial(sample_fewstep, levels=recipe.levels, conversion=recipe.conversion)
+        else:
+            sampler = functools.partial(sample_pyramid, jump_mode=self.jump)
+        latents = sampler(self.denoiser(pe, ne), noise, plan, callback=on_step if callback else None,
+                          generator=gen, resampler=self.resampler, on_stage_end=on_stage_end)
         return latents, stage_seconds, preview_out.get("frames")
 
     def _run_original(self, req, plan, pe, ne, noise, gen, callback):

@@ -135,3 +135,17 @@ def fresh_jump(
     s = jump_signal_scale(e, m_max)
     u = resampler.up(x0_low)
     return s * u + (1.0 - s) * _randn(u.shape, u, generator), s
+
+
+def stage_endpoints(x0: torch.Tensor, x0_low: torch.Tensor | None, eps: torch.Tensor, window,
+                    resampler=HAAR) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y_start, y_end)`` of a stage's straight path (§7)."""
+    s = 1.0 - float(window.sigma_start)
+    if x0_low is None:
+        if abs(s) > 1e-12:
+            raise ValueError(f"a stage starting at sigma {window.sigma_start} needs the lower stage's x0")
+        y_start = eps
+    else:
+        y_start = s * resampler.up(x0_low) + (1.0 - s) * eps
+    y_end = (1.0 - float(window.sigma_end)) * x0 + float(window.sigma_end) * eps
+    return y_start, y_end

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from core.resample import HAAR
+from core.resample import HAAR, stage_endpoints
 
 
 @dataclass(frozen=True)
@@ -31,20 +31,6 @@ class Window:
 def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     values = torch.as_tensor(values, dtype=like.dtype, device=like.device).reshape(-1)
     return values.view(-1, *([1] * (like.ndim - 1)))
-
-
-def stage_endpoints(x0: torch.Tensor, x0_low: torch.Tensor | None, eps: torch.Tensor, window,
-                    resampler=HAAR) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(y_start, y_end)`` of a stage's straight path (§7)."""
-    s = 1.0 - float(window.sigma_start)
-    if x0_low is None:
-        if abs(s) > 1e-12:
-            raise ValueError(f"a stage starting at sigma {window.sigma_start} needs the lower stage's x0")
-        y_start = eps
-    else:
-        y_start = s * resampler.up(x0_low) + (1.0 - s) * eps
-    y_end = (1.0 - float(window.sigma_end)) * x0 + float(window.sigma_end) * eps
-    return y_start, y_end
 
 
 def pyramidal_target(
