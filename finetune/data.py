@@ -408,3 +408,30 @@ def resolve_source(data: str, *, teacher=None, frames: int, height: int, width: 
                              schedule=teacher_schedule, seed=seed,
                              **({} if teacher_guidance is None else {"guidance": teacher_guidance})), []
     return folder_clips(path)
+
+
+def load_latents(data: str, components, plan, shape: tuple[int, int, int], cache_dir: str | Path, *, base: str,
+                 log, should_stop=None, clip_teacher: str | None = None, teacher_schedule: str = "0-0-8",
+                 teacher_guidance: float | None = None, seed: int = 0, teacher_seed: int = 1_000_000, device=None):
+    """The clips of ``data`` (:func:`resolve_source`: ``seed`` draws the world; a prompts file is
+    rendered by the ``clip_teacher`` preset from noise seeds ``teacher_seed`` on) encoded at every
+    stage of ``plan`` into ``cache_dir`` (reused when there), loaded in memory:
+    ``(LatentDataset, CacheReport)``. No usable clip is a ConfigError."""
+    from finetune.toolkit import ConfigError
+
+    teacher, guidance = None, None
+    if clip_teacher and not data.startswith("world:") and Path(data).is_file():
+        from core import load_pipeline, recommended_guidance
+
+        teacher = load_pipeline(clip_teacher, device=device)
+        guidance = teacher_guidance if teacher_guidance is not None else recommended_guidance(clip_teacher)
+    clips, skipped = resolve_source(data, teacher=teacher, frames=shape[0], height=shape[1], width=shape[2],
+                                    teacher_schedule=teacher_schedule, teacher_guidance=guidance,
+                                    seed=teacher_seed if teacher is not None else seed)
+    report = build_cache(clips, components, plan, shape, cache_dir, base=base, skipped=skipped, log=log,
+                         should_stop=should_stop)
+    log(f"data: {report.summary()}")
+    if not report.entries:
+        reasons = "; ".join(f"{n}: {r}" for n, r in report.skipped[:5]) or "no clips found"
+        raise ConfigError(f"no usable training clips in {data!r} ({reasons})", "data")
+    return LatentDataset(cache_dir), report

@@ -283,26 +283,14 @@ def empty_prompt_embeds(comps, device) -> torch.Tensor:
 
 
 def load_data(cfg: TrainConfig, comps, plan, log, should_stop=None):
-    """Build (or reuse) the cache and load it in memory."""
-    from finetune.data import LatentDataset, build_cache, resolve_source
+    """Build (or reuse) the cache and load it in memory (:func:`finetune.data.load_latents`)."""
+    from finetune.data import load_latents
 
-    teacher, guidance = None, None
-    if cfg.teacher and not cfg.data.startswith("world:") and Path(cfg.data).is_file():
-        from core import load_pipeline, recommended_guidance
-
-        teacher = load_pipeline(cfg.teacher, device=cfg.device)
-        guidance = cfg.teacher_guidance if cfg.teacher_guidance is not None else recommended_guidance(cfg.teacher)
-    clips, skipped = resolve_source(cfg.data, teacher=teacher, frames=cfg.frames, height=cfg.height,
-                                    width=cfg.width, teacher_schedule=cfg.teacher_schedule,
-                                    teacher_guidance=guidance, seed=cfg.teacher_seed if teacher else cfg.seed)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out) / "cache"
-    report = build_cache(clips, comps, plan, (cfg.frames, cfg.height, cfg.width), cache_dir, base=cfg.base,
-                         skipped=skipped, log=log, should_stop=should_stop)
-    log(f"data: {report.summary()}")
-    if not report.entries:
-        reasons = "; ".join(f"{n}: {r}" for n, r in report.skipped[:5]) or "no clips found"
-        raise ConfigError(f"no usable training clips in {cfg.data!r} ({reasons})", "data")
-    return LatentDataset(cache_dir), report
+    return load_latents(cfg.data, comps, plan, (cfg.frames, cfg.height, cfg.width), cache_dir, base=cfg.base,
+                        log=log, should_stop=should_stop, clip_teacher=cfg.teacher,
+                        teacher_schedule=cfg.teacher_schedule, teacher_guidance=cfg.teacher_guidance,
+                        seed=cfg.seed, teacher_seed=cfg.teacher_seed, device=cfg.device)
 
 
 # ----------------------------------------------------------------------------- training
