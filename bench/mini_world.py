@@ -32,6 +32,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (
 
 import numpy as np  # noqa: E402
 
+from finetune.evaluate import generate_row  # noqa: E402
 from settings import reload_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,34 +40,6 @@ STRIP_PROMPTS = ("a red circle moves to the right", "a green square moves up", "
 ROW_KEYS = ("original", "floor", "free", "tuned", "cheap", "fewer", "fewer-uniform")  # the rows, in order
 SHIPPED_JSON = ROOT / "bench" / "results" / "mini_world.json"  # the README's table: full decoder, all rows
 TINY_JSON = "bench/results/mini_world_tiny.json"
-
-
-def generate_row(pipe, mode: str, schedule: str, prompts: list[str], seeds: list[int], guidance: float,
-                 decode_batch: int, grid: str | None = None, decoder=None) -> dict:
-    """Videos of one row: every request through ``pipe.generate`` (one video each), the latents
-    decoded ``decode_batch`` at a time by ``decoder`` (latents -> uint8 frames per video; default
-    ``pipe.decode_batch``, the VAE)."""
-    decoder = decoder or pipe.decode_batch
-    import torch
-
-    from core import GenerationRequest
-
-    latents, denoise, other, tflops = [], [], [], 0.0
-    for prompt, seed in zip(prompts, seeds):
-        req = GenerationRequest(prompt, model=pipe.name, mode=mode, schedule=schedule, guidance=guidance, seed=seed,
-                                grid=grid)
-        res = pipe.generate(req, preview=False, return_latents=True, decode=False)
-        plan_grid = res.report["plan"]["grid"]
-        denoise.append(res.report["seconds"]["denoise"])
-        other.append(res.report["seconds"]["total"])
-        tflops = res.report["tflops"]
-        latents.append(res.latents)
-    videos, t0 = [], time.perf_counter()
-    for i in range(0, len(latents), decode_batch):
-        videos += decoder(torch.cat(latents[i:i + decode_batch]))
-    decode = (time.perf_counter() - t0) / len(latents)
-    return {"videos": videos, "denoise_seconds": float(np.mean(denoise)),
-            "seconds": float(np.mean(other)) + decode, "tflops": tflops, "grid": plan_grid}
 
 
 def equal_flops_schedule(pipe, full: str, guidance, plan: str, plan_guidance) -> str:

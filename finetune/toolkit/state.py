@@ -163,6 +163,14 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _optimizer_state(optimizer) -> dict | None:
+    if optimizer is None:
+        return None
+    if isinstance(optimizer, dict):
+        return {name: opt.state_dict() for name, opt in optimizer.items()}
+    return optimizer.state_dict()
+
+
 def _rank_file(path: Path, rank: int) -> Path:
     return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
 
@@ -175,7 +183,7 @@ class Resumable:
     ``error`` word the refusal)."""
 
     weights: torch.nn.Module | list[tuple[str, torch.Tensor]]
-    optimizer: torch.optim.Optimizer | None = None
+    optimizer: torch.optim.Optimizer | dict[str, torch.optim.Optimizer] | None = None  # a dict: one per part
     ema: EMA | None = None
     generators: dict = field(default_factory=dict)
     order: DataOrder | None = None
@@ -194,7 +202,7 @@ class Resumable:
         weights = self.weights.state_dict().items() if isinstance(self.weights, torch.nn.Module) else self.weights
         _atomic_save({"format": STATE_FORMAT, "step": step, "key": self.key,
                       "model": {n: t.detach().cpu() for n, t in weights},
-                      "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+                      "optimizer": _optimizer_state(self.optimizer),
                       "ema": self.ema.state_dict() if self.ema is not None else None, **streams, **extra}, path)
 
     def restore(self, saved: dict, *, path: str | Path | None = None, rank: int = 0,
@@ -210,7 +218,11 @@ class Resumable:
                 for n, t in self.weights:
                     t.copy_(saved["model"][n].to(t.device, t.dtype))
         if optimizer and self.optimizer is not None and saved.get("optimizer") is not None:
-            self.optimizer.load_state_dict(saved["optimizer"])
+            if isinstance(self.optimizer, dict):
+                for name, opt in self.optimizer.items():
+                    opt.load_state_dict(saved["optimizer"][name])
+            else:
+                self.optimizer.load_state_dict(saved["optimizer"])
         if self.ema is not None and saved.get("ema") is not None:
             self.ema.load_state_dict(saved["ema"])
         streams = saved
