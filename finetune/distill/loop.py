@@ -215,24 +215,24 @@ class Distiller:
             adv = L.hinge_g_loss(self.critic(feats, grid))
             recon = torch.mean((x0_hat - _down(ref, stage.level)) ** 2)
             loss = cfg.adv_weight * adv + cfg.recon_weight * recon
-            info.update(adversarial=float(adv), reconstruction=float(recon))
+            info.update(adversarial=float(adv.detach()), reconstruction=float(recon.detach()))
         else:
             teacher = velocity_fn(self.teacher, text, self.empty, self.guidance[stage.index])
             real, fake, _ = L.real_and_fake_x0(teacher, velocity_fn(self.critic, text), x0_hat, stage, eps, pos,
                                                self.spec.path, self.spec.conversion)
             grad = L.dmd_gradient(x0_hat.detach(), real, fake)
             loss = L.dmd_loss(x0_hat, grad)
-            info.update(dmd=float(loss), dmd_grad=float(grad.abs().mean()), teacher_x0=_stats(real))
+            info.update(dmd=float(loss.detach()), dmd_grad=float(grad.abs().mean()), teacher_x0=_stats(real))
             if cfg.teach_weight > 0:
                 teach = L.teach_loss(x0_hat, _down(ref, stage.level), cfg.teach_loss)
                 loss = loss + cfg.teach_weight * teach
-                info["teach"] = float(teach)
+                info["teach"] = float(teach.detach())
         for p in self.critic_params:  # the critic only scores here: no gradient for it
             p.requires_grad_(False)
         loss.backward()
         for p in self.critic_params:
             p.requires_grad_(True)
-        info.update(generator_loss=float(loss), student_grad_norm=self._clip([p for _, p in self.named]))
+        info.update(generator_loss=float(loss.detach()), student_grad_norm=self._clip([p for _, p in self.named]))
         self.opt["student"].step()
         self.opt["student"].zero_grad(set_to_none=True)
         return info
@@ -359,7 +359,12 @@ def train(cfg: DistillConfig | dict, on_step: Callable[[dict], bool | None] | No
     while step < cfg.steps and status == "done":
         iteration += 1
         critic_since.append(run.critic_step())
-        if iteration <= cfg.warmup or (iteration - cfg.warmup) % cfg.critic_steps:
+        if iteration <= cfg.warmup:  # critic-only warm-up: its loss is worth watching fall
+            if on_step is not None and on_step({"phase": "warmup", "iteration": iteration, "warmup": cfg.warmup,
+                                                **critic_since[-1]}):
+                status = "cancelled"
+            continue
+        if (iteration - cfg.warmup) % cfg.critic_steps:
             continue
         info = run.generator_step()
         step += 1
@@ -376,6 +381,8 @@ def train(cfg: DistillConfig | dict, on_step: Callable[[dict], bool | None] | No
         if status == "cancelled" or step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
             card = run.checkpoint(step, iteration, history, complete=step == cfg.steps)
             log(f"step {step}: checkpoint written to {run.out}")
+    if status == "cancelled" and step == 0 and iteration > 0:  # stopped in warm-up: no student yet, keep the critic
+        run.state.save(run.out / STATE_FILE, 0, history=history, iteration=iteration)
     if card is None and step > 0 and not (run.out / "card.json").is_file():
         card = run.checkpoint(step, iteration, history, complete=step >= cfg.steps)
     if card is None and (run.out / "card.json").is_file():

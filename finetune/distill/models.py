@@ -107,7 +107,7 @@ def finetune_original(teacher: nn.Module, data, plan, cfg: DistillConfig, empty:
             eps = torch.randn(x0.shape, generator=g).to(device)
             loss = stage_loss(teacher, x0, None, text, eps, torch.rand(len(x0), generator=g).to(device), FORWARD).loss
             (loss / plan.num_stages).backward()
-            total += float(loss) / plan.num_stages
+            total += float(loss.detach()) / plan.num_stages
         torch.nn.utils.clip_grad_norm_(teacher.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
