@@ -35,7 +35,6 @@ from service.errors import (
 from service.jobs import cancel_job, get_job, list_jobs, submit_job
 from service.paths import allowed_roots, confine
 from service.runs import (
-    DEFAULT_PYRAMID_SCHEDULE,
     baseline_schedule,
     cancel_run,
     check_cancel_token,
@@ -63,7 +62,7 @@ __all__ = [
     # limits
     "MAX_NAME_CHARS", "MAX_PAGE", "MAX_PROMPT_CHARS", "MAX_ROW_ID", "MAX_SEED", "MAX_TOKEN_CHARS",
     # runs and comparisons
-    "DEFAULT_PYRAMID_SCHEDULE", "baseline_schedule", "cancel_run", "check_cancel_token", "delete_run",
+    "baseline_schedule", "cancel_run", "check_cancel_token", "delete_run",
     "get_comparison", "get_run", "list_runs", "new_cancel_token", "preview_path", "queue_counts",
     "rerun", "shipped_pyramidal", "side_by_side_path", "submit_comparison", "submit_run", "token_hash",
     "decoded_video_path", "tiny_output_path",

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from core import GenerationRequest, RequestError, default_preset, has_tiny_decoder
-from core.pipeline import MAX_PROMPT_CHARS, MAX_SEED
+from core.fewstep import FewStepRecipe
+from core.pipeline import DEFAULT_SCHEDULE, MAX_PROMPT_CHARS, MAX_SEED
+from core.pipeline import baseline_schedule as _core_baseline_schedule
 from db import checkpoints as db_checkpoints
 from db import queue
 from db import runs as db_runs
@@ -35,8 +37,6 @@ from workers.enqueue import enqueue_runs
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PYRAMID_SCHEDULE = "20-20-10"
-
 
 def new_cancel_token() -> tuple[str, str]:
     """A fresh secret cancel token and the SHA-256 hex that is stored in its place."""
@@ -49,15 +49,12 @@ def token_hash(token: str) -> str:
 
 
 def baseline_schedule(schedule: str) -> str:
-    """The one-stage (original model) schedule with the same total steps: 20-20-10 -> 0-0-50."""
-    parts = [p.strip() for p in str(schedule).split("-")]
+    """The one-stage (original model) schedule with the same total steps: 20-20-10 -> 0-0-50
+    (:func:`core.pipeline.baseline_schedule`); a schedule that does not parse is a ValidationError."""
     try:
-        total = sum(int(p) for p in parts)
-    except ValueError:
-        raise ValidationError(
-            f"schedule {schedule!r} is not valid; write one like 20-20-10", "schedule"
-        ) from None
-    return "-".join(["0"] * (len(parts) - 1) + [str(total)])
+        return _core_baseline_schedule(str(schedule))
+    except RequestError as exc:
+        raise ValidationError(str(exc), "schedule") from None
 
 
 def shipped_pyramidal(preset: str) -> dict | None:
@@ -104,17 +101,17 @@ def _run_spec(*, prompt: Any, negative_prompt: Any, model: Any, checkpoint: Any,
               schedule: Any, guidance: Any, seed: Any, frames: Any, height: Any, width: Any,
               decoder: Any = "full") -> dict:
     """One run's columns: the defaults filled in, then checked by core's rules (and the tiny
-    decoder refused up front for a model that has none)."""
+    decoder refused up front for a model that has none). A distilled checkpoint's card fills and
+    locks its recipe (:meth:`core.GenerationRequest.resolved`): a schedule, guidance or mode that
+    would break it is refused with a message naming what it was trained for."""
     checkpoint_row, model = _resolve_checkpoint(checkpoint, None if model in (None, "") else model)
     if model is None and mode == "pyramidal":
         # no model named: a pyramidal plan runs the default preset's shipped pyramidal finetune
         checkpoint_row = shipped_pyramidal(default_preset())
     model = default_preset() if model is None else model
-    if schedule is None or schedule == "":
-        schedule = (DEFAULT_PYRAMID_SCHEDULE if mode != "original"
-                    else baseline_schedule(DEFAULT_PYRAMID_SCHEDULE))
-    request = GenerationRequest(
-        prompt=prompt, negative_prompt=negative_prompt, model=model, mode=mode, schedule=schedule,
+    request = GenerationRequest(  # no schedule: core fills a distilled checkpoint's recipe, else its default
+        prompt=prompt, negative_prompt=negative_prompt, model=model, mode=mode,
+        schedule=None if schedule in (None, "") else schedule,
         guidance=guidance, seed=seed, frames=frames, height=height, width=width,
         decoder="full" if decoder is None else decoder,
     )
@@ -216,7 +213,9 @@ def submit_comparison(
 
     ``original_schedule`` defaults to one stage with the pyramid's total steps (20-20-10 ->
     0-0-50); a guidance list applies to the pyramid, its last value to the original. Without a
-    guidance each model gets its own recommended one.
+    guidance each model gets its own recommended one. A distilled (few-step) checkpoint runs its
+    recipe, and the original runs at its own full schedule (``0-0-50``: the steps of core's
+    default plan) with its own recommended guidance.
     Returns the comparison with its ``runs`` (original first), each run with its own
     ``cancel_token``.
     """
@@ -225,13 +224,13 @@ def submit_comparison(
         prompt=prompt, negative_prompt=negative_prompt, model=model, checkpoint=checkpoint,
         seed=seed, frames=frames, height=height, width=width, decoder=decoder,
     )
-    pyramid = _run_spec(mode="pyramidal", schedule=schedule or DEFAULT_PYRAMID_SCHEDULE,
-                        guidance=guidance, **common)
+    pyramid = _run_spec(mode="pyramidal", schedule=schedule, guidance=guidance, **common)
+    few_step = _is_few_step(pyramid["checkpoint_id"])
     # the original is the pretrained model: a finetuned checkpoint is compared with its base preset
     original = _run_spec(
         mode="original",
-        schedule=original_schedule or baseline_schedule(pyramid["schedule"]),
-        guidance=None if guidance is None else pyramid["guidance"][-1],
+        schedule=original_schedule or baseline_schedule(DEFAULT_SCHEDULE if few_step else pyramid["schedule"]),
+        guidance=None if guidance is None or few_step else pyramid["guidance"][-1],
         **dict(common, model=pyramid["model"], checkpoint=None),
     )
     rows = _add_and_send([original, pyramid], comparison={"prompt": pyramid["prompt"], "seed": seed})
@@ -239,6 +238,15 @@ def submit_comparison(
     tokens = {row["id"]: row["cancel_token"] for row in rows}
     group["runs"] = [{**r, "cancel_token": tokens[r["id"]]} for r in group["runs"]]
     return group
+
+
+def _is_few_step(checkpoint_id: int | None) -> bool:
+    """Whether the checkpoint is a distilled few-step student (its card locks a recipe)."""
+    row = db_checkpoints.get_checkpoint(checkpoint_id) if checkpoint_id is not None else None
+    try:
+        return row is not None and FewStepRecipe.from_card(row["card"]) is not None
+    except RequestError:
+        return False
 
 
 def rerun(run_id: int, *, decoder: str | None = None) -> dict[str, Any]:

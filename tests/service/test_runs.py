@@ -281,3 +281,58 @@ def test_a_per_stage_recommendation_applies_to_plans_with_that_many_stages(pwan_
     assert service.get_run(out["run_ids"][0])["guidance"] == per_stage
     out = submit("a cat", mode="pyramidal", schedule=plan, guidance="4", **common)
     assert service.get_run(out["run_ids"][0])["guidance"] == [4.0] * stages
+
+
+# ---------------------------------------------------------------------------- distilled checkpoints
+@pytest.mark.parametrize("change,field", [(dict(schedule="20-20-10"), "schedule"), (dict(schedule="4-4-2"), "schedule"),
+                                          (dict(guidance=5.0), "guidance"), (dict(guidance=[1, 1, 2]), "guidance"),
+                                          (dict(mode="original", schedule="0-0-5"), "mode")],
+                         ids=["20-20-10", "4-4-2", "guidance 5", "guidance per stage", "original"])
+def test_a_distilled_checkpoint_refuses_what_would_break_its_recipe(pwan_env, distilled_dir, change, field):
+    service.register_checkpoint(distilled_dir, "tiny", "tiny-distilled")
+    kwargs = {**TINY, "model": None, "schedule": None, **change}
+    with pytest.raises(service.ValidationError) as info:
+        service.submit_run("a red circle", checkpoint="tiny-distilled", **kwargs)
+    message = str(info.value)
+    assert info.value.field == field and "tiny-distilled" in message
+    assert "trained for schedule 2-2-1" in message and "guidance 1 (baked in)" in message
+    assert counts() == (0, 0)
+
+
+def test_a_distilled_checkpoint_runs_its_recipe_and_reruns_it(pwan_env, distilled_dir):
+    ck = service.register_checkpoint(distilled_dir, "tiny", "tiny-distilled")
+    kwargs = {**TINY, "model": None, "schedule": None}
+    row = service.submit_run("a red circle", checkpoint=ck["id"], **kwargs)
+    assert (row["model"], row["checkpoint_id"], row["mode"]) == ("tiny", ck["id"], "pyramidal")
+    assert (row["schedule"], row["guidance"], row["guidance_source"]) == ("2-2-1", [1.0] * 3, "checkpoint card")
+    same = service.submit_run("a red circle", checkpoint="tiny-distilled", **{**kwargs, "schedule": "2-2-1",
+                                                                               "guidance": 1})
+    assert (same["schedule"], same["guidance"]) == ("2-2-1", [1.0] * 3)
+    again = service.rerun(row["id"])
+    assert (again["schedule"], again["guidance"], again["seed"]) == ("2-2-1", [1.0] * 3, 3)
+    assert counts() == (3, 3)
+    # a plain (pyramidal) checkpoint keeps the default plan when none is named
+    assert service.submit_run("a cat", model="tiny", seed=1)["schedule"] == "20-20-10"
+    assert service.submit_run("a cat", model="tiny", mode="original", seed=1)["schedule"] == "0-0-50"
+
+
+def test_a_distilled_checkpoint_is_compared_with_the_original_at_its_full_schedule(pwan_env, distilled_dir):
+    service.register_checkpoint(distilled_dir, "tiny", "tiny-distilled")
+    group = service.submit_comparison("a red circle", checkpoint="tiny-distilled", seed=11, frames=17, height=128,
+                                      width=128)
+    original, student = group["runs"]
+    assert (student["mode"], student["schedule"], student["guidance"]) == ("pyramidal", "2-2-1", [1.0] * 3)
+    assert student["checkpoint_name"] == "tiny-distilled"
+    assert (original["mode"], original["schedule"], original["checkpoint_id"]) == ("original", "0-0-50", None)
+    assert original["guidance"] == [5.0] and original["guidance_source"] == "default"  # its own, not the student's 1
+    assert original["seed"] == student["seed"] == group["seed"] == 11
+    assert counts() == (2, 2)
+    # the page's locked boxes send the recipe itself: the same comparison
+    same = service.submit_comparison("a red circle", checkpoint="tiny-distilled", schedule="2-2-1", guidance=1.0,
+                                     seed=11)
+    assert [(r["schedule"], r["guidance"]) for r in same["runs"]] == [("0-0-50", [5.0]), ("2-2-1", [1.0] * 3)]
+    assert service.submit_comparison("a cat", checkpoint="tiny-distilled", original_schedule="0-0-10",
+                                     seed=1)["runs"][0]["schedule"] == "0-0-10"
+    with pytest.raises(service.ValidationError, match="trained for schedule 2-2-1"):
+        service.submit_comparison("a cat", checkpoint="tiny-distilled", schedule="10-10-5", seed=1)
+    assert counts() == (6, 6)
