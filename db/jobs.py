@@ -12,6 +12,15 @@ from db.models import FinetuneJob, Status, to_dict
 from db.runs import Page
 from db.session import read_session, write_session
 
+#: What a finetune job trains, stored as its config's ``kind``: a pyramidal finetune (the default,
+#: also for rows from before kinds existed) or a step distillation into a few-step student.
+JOB_KINDS = ("pyramidal", "distill")
+
+
+def job_kind(config: dict[str, Any] | None) -> str:
+    """The kind of a job with this stored ``config`` (``"pyramidal"`` when it names none)."""
+    return (config or {}).get("kind") or JOB_KINDS[0]
+
 
 def add_job(*, name: str, base: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Insert a queued finetune job."""
