@@ -38,11 +38,43 @@ def test_mini_world_rows_get_the_recommended_guidance_through_core_and_say_where
 
 def test_gpu_check_runs_as_a_cpu_smoke_test(tmp_path):
     out_json = tmp_path / "gpu.json"
-    _run("bench/gpu_check.py", "--device", "cpu", "--layers", "1", "--frames", "17", "--height", "64",
-         "--width", "64", "--steps", "1", "--json", str(out_json))
+    out = _run("bench/gpu_check.py", "--device", "cpu", "--layers", "1", "--frames", "17", "--height", "64",
+               "--width", "64", "--steps", "1", "--json", str(out_json))
     res = json.loads(out_json.read_text())
-    assert len(res["ms_per_step"]) == 3 and all(ms > 0 for ms in res["ms_per_step"])
-    assert res["flop_ratio"] > 1 and res["speedup"] > 0
+    timed = res["timing"]["ms_per_step"]
+    # three stage shapes, each at batch 2 (guidance 5 plans) and batch 1 (guidance 1 plans)
+    assert sorted((tuple(t["latent"]), t["batch"]) for t in timed) == sorted(
+        (s, b) for s in ((2, 2, 2), (3, 4, 4), (5, 8, 8)) for b in (1, 2))
+    assert all(t["ms"] > 0 for t in timed)
+    plans = {(p["plan"], p["guidance"]): p for p in res["plans"]}
+    assert all(p["projected_seconds"] > 0 and p["speedup"] > 0 for p in plans.values())
+    assert plans[("0-0-50", 5.0)]["speedup"] == 1.0 and plans[("2-2-1", 1.0)]["timed_flop_ratio"] > 1
+    assert "projected s" in out and "2-2-1" in out
+
+
+# PyramidalWan's TFLOPs per guidance branch at 81x448x832 (pyramid.md §2 Table 1, §8)
+PAPER_TFLOPS = {"0-0-50": 12592, "20-20-10": 2821, "2-2-2": 534, "0-0-4": 1007, "2-2-1": 282, "1-1-1": 267}
+
+
+def test_gpu_check_flops_of_the_distilled_plans_match_the_paper_and_skip_timing_without_a_gpu(tmp_path):
+    out_json = tmp_path / "flops.json"
+    out = _run("bench/gpu_check.py", "--device", "cpu", "--json", str(out_json), timeout=120)
+    assert "timing skipped: no GPU here" in out and "--layers 1" in out
+    res = json.loads(out_json.read_text())
+    assert res["flops_shape"] == [81, 448, 832] and res["text_tokens"] == 512 and res["timing"] is None
+    plans = {p["plan"]: p for p in res["plans"]}
+    assert set(plans) == {"0-0-50", "20-20-10", "2-2-1", "1-1-1", "2-2-2", "0-0-4", "0-0-2", "0-0-1"}
+    for plan, paper in PAPER_TFLOPS.items():
+        assert plans[plan]["tflops_per_branch"] == pytest.approx(paper, rel=0.01), plan
+    base = plans["0-0-50"]
+    assert base["guidance"] == 5.0 and base["tflops"] == pytest.approx(2 * base["tflops_per_branch"])
+    for plan in ("2-2-1", "1-1-1", "2-2-2", "0-0-4", "0-0-2", "0-0-1"):  # guidance 1: one branch
+        p = plans[plan]
+        assert p["guidance"] == 1.0 and p["tflops"] == p["tflops_per_branch"], plan
+        assert p["base_over_plan_flops"] == pytest.approx(base["tflops"] / p["tflops"], rel=1e-3), plan
+        assert sum(len(v) for v in p["levels"]) == p["steps"], plan  # the few-step sampler's levels
+    assert plans["2-2-1"]["base_over_plan_flops"] == pytest.approx(2 * 12592 / 282, rel=0.01)
+    assert len(plans["2-2-1"]["levels"]) == 3 and len(plans["0-0-2"]["levels"]) == 1
 
 
 def _random_tiny_decoder(folder: Path, preset: str) -> Path:
