@@ -158,3 +158,72 @@ def test_tiny_decoder_bench_reports_psnr_and_speed_ups_on_held_out_clips(tmp_pat
     assert all(res[k] > 0 for k in ("psnr_tiny_vs_full", "psnr_tiny_vs_real", "psnr_full_vs_real"))
     assert set(res["seconds_per_video"]) == {"full_batched", "tiny_batched", "full_alone", "tiny_alone"}
     assert res["speedup"]["batched"] > 0 and res["speedup"]["alone"] > 0
+
+
+def _needs_mini():
+    if not (ROOT / "models" / "mini-pyramidal" / "card.json").is_file():
+        pytest.skip("the mini models are not shipped")
+
+
+def _stand_in_student(folder: Path) -> Path:
+    """A distilled student's folder for speed and FLOP smoke tests: the finetuned pyramidal
+    checkpoint with a few-step card (recipe ``2-2-1``, guidance 1); its quality is irrelevant."""
+    import shutil
+
+    from core.fewstep import FewStepRecipe
+
+    shutil.copytree(ROOT / "models" / "mini-pyramidal", folder)
+    card = json.loads((folder / "card.json").read_text())
+    card.pop("guidance_per_stage", None)
+    recipe = FewStepRecipe.build("2-2-1", 3.0, [0.8, 0.5])
+    card.update(trained_for="few-step", recipe=recipe.to_dict(), schedule=recipe.schedule, guidance=1.0,
+                name=folder.name, label="2-2-1, 5 steps, guidance baked in, DMD-PT*", method="dmd-pt-star")
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_distill_speed_prints_every_row_and_the_ratios(tmp_path):
+    _needs_mini()
+    student = _stand_in_student(tmp_path / "student")
+    out_json = tmp_path / "speed.json"
+    out = _run("bench/distill_speed.py", "--student", str(student), "--videos", "1", "--repeats", "2", "--full",
+               "0-0-3", "--plan", "2-2-2", "--threads", "1", "--json", str(out_json))
+    for row in ("student 2-2-1 (DMD-PT*)", "original 0-0-3", "finetuned pyramidal 2-2-2"):
+        assert row in out, row
+    for label in ("original 0-0-3 / student:", "pyramidal 2-2-2 / student:"):
+        line = next(ln for ln in out.splitlines() if ln.startswith(label))
+        seconds, flops = (float(part.split("x")[0]) for part in line.split(":")[1].split(","))
+        assert seconds > 0 and flops > 1, line
+    res = json.loads(out_json.read_text())
+    rows = {r["key"]: r for r in res["rows"]}
+    st, orig, pyr = rows["student"], rows["original"], rows["pyramidal"]
+    assert (st["sampler"], st["plan"], st["guidance"], st["guidance_source"]) == ("few-step", "2-2-1", [1.0] * 3,
+                                                                                  "recipe")
+    assert (orig["sampler"], orig["plan"], orig["guidance"]) == ("euler", "0-0-3", [1.5])  # the mini card's
+    assert (pyr["sampler"], pyr["plan"], pyr["guidance"]) == ("euler", "2-2-2", [1.0, 1.0, 1.5])  # its card's
+    assert all(len(r["runs"]) == 2 and r["median_seconds"] > 0 and r["warm_up"]["seed"] == 999_999
+               for r in rows.values())
+    # the same prompts and seeds in every row
+    assert len({tuple((run["prompt"], run["seed"]) for run in r["runs"]) for r in rows.values()}) == 1
+    rat = res["ratios"]
+    assert rat["original_over_student"]["tflops"] == pytest.approx(orig["tflops"] / st["tflops"])
+    assert rat["pyramidal_over_student"]["seconds"] == pytest.approx(pyr["median_seconds"] / st["median_seconds"])
+    # the reports' FLOPs are the plans' own: 2-2-2 with guidance on its last stage against 2-2-1 without
+    from core import StagePlan
+    from core.flops import plan_flops
+
+    cfg = json.loads((ROOT / "models" / "mini" / "transformer" / "config.json").read_text())
+    pyr_flops, st_flops = (plan_flops(cfg, StagePlan.parse(p, guidance=g), 17, 128, 128, 64)["tflops"]
+                           for p, g in (("2-2-2", [1.0, 1.0, 1.5]), ("2-2-1", 1.0)))
+    assert rat["pyramidal_over_student"]["tflops"] == pytest.approx(pyr_flops / st_flops, rel=1e-6)
+    assert rat["pyramidal_over_student"]["tflops"] > 3  # the full-resolution stage dominates
+
+
+def test_distill_speed_without_a_student_says_so_and_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, "bench/distill_speed.py", "--student", str(tmp_path / "none")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no distilled student" in proc.stderr and "--student" in proc.stderr
+    _needs_mini()
+    proc = subprocess.run([sys.executable, "bench/distill_speed.py", "--student", "models/mini-pyramidal"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "not a distilled student" in proc.stderr
