@@ -227,3 +227,30 @@ def test_distill_speed_without_a_student_says_so_and_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "bench/distill_speed.py", "--student", "models/mini-pyramidal"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "not a distilled student" in proc.stderr
+
+
+def test_user_wait_shows_the_student_rows_with_each_decoder(tmp_path):
+    _needs_mini()
+    student = _stand_in_student(tmp_path / "student")
+    tiny = _random_tiny_decoder(tmp_path / "tiny-decoder", "mini")
+    out_json = tmp_path / "wait.json"
+    out = _run("bench/user_wait.py", "--student", str(student), "--tiny-decoder", str(tiny), "--videos", "1",
+               "--full", "0-0-2", "--schedule", "1-1-1", "--threads", "1", "--json", str(out_json))
+    for decoder in ("full", "tiny"):
+        for row in ("original 0-0-2", "pyramidal 1-1-1", "student 2-2-1 (DMD-PT*)"):
+            assert f"{row}, {decoder} decoder" in out, (row, decoder)
+    for label in ("denoising speed-up (student over original):", "student over original, end-to-end speed-up, "
+                  "tiny decoder:", "denoising speed-up (student over pyramidal):"):
+        assert _ratio(out, label) > 0, label
+    res = json.loads(out_json.read_text())
+    assert [(r["kind"], r["decoder"]) for r in res["rows"]] == [
+        (k, d) for d in ("full", "tiny") for k in ("original", "pyramidal", "student")]
+    st = [r for r in res["rows"] if r["kind"] == "student"]
+    assert all(run["sampler"] == "few-step" and run["schedule"] == "2-2-1" and run["guidance"] == [1.0] * 3
+               for r in st for run in r["runs"])
+    assert all(r["median"]["encode"] > 0 and r["median"]["decode"] > 0 for r in st)
+    sp = res["speedup"]["student"]
+    assert sp["tiny_kept"] == pytest.approx(sp["end_to_end_tiny"] / sp["denoise"])
+    proc = subprocess.run([sys.executable, "bench/user_wait.py", "--tiny-decoder", str(tiny), "--student",
+                           str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no distilled student" in proc.stderr
