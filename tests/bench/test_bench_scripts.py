@@ -254,3 +254,64 @@ def test_user_wait_shows_the_student_rows_with_each_decoder(tmp_path):
     proc = subprocess.run([sys.executable, "bench/user_wait.py", "--tiny-decoder", str(tiny), "--student",
                            str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no distilled student" in proc.stderr
+
+
+def test_mini_world_runs_the_floor_and_a_student_row(tmp_path):
+    _needs_mini()
+    student = _stand_in_student(tmp_path / "student")
+    out_json = tmp_path / "table.json"
+    out = _run("bench/mini_world.py", "--rows", "floor-2-2-1,distilled", "--student", f"distilled={student}",
+               "--clips", "2", "--threads", "1", "--json", str(out_json))
+    assert "floor: finetuned pyramidal 2-2-1" in out and "distilled 2-2-1 (DMD-PT*)" in out
+    res = json.loads(out_json.read_text())
+    assert res["rows_run"] == ["floor-2-2-1", "distilled"] and res["students"] == {"distilled": str(student)}
+    floor, st = res["rows"]
+    # the teacher at the student's plan with its Euler sampler and card's guidance; the student with its recipe
+    assert (floor["schedule"], floor["guidance"], floor["recipe"]) == ("2-2-1", [1.0, 1.0, 1.5], False)
+    assert (st["schedule"], st["guidance"], st["recipe"]) == ("2-2-1", 1.0, True)
+    assert st["tflops"] < floor["tflops"]  # guidance baked in: one branch at full resolution
+    assert floor["fd_original"] is None and len(st["clips"]) == 2
+    shipped = ROOT / "bench" / "results" / "mini_world.json"
+    for extra in (["--seed-offset", "5"], ["--prompt-style", "held-out"], ["--rows", "original,distilled"]):
+        proc = subprocess.run([sys.executable, "bench/mini_world.py", "--student", f"distilled={student}",
+                               "--json", str(shipped), *extra], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "shipped table" in proc.stderr, extra
+
+
+def _import_mini_world():
+    saved = list(sys.path)
+    try:
+        import bench.mini_world as mini_world
+    finally:
+        sys.path[:] = saved
+    return mini_world
+
+
+def test_mini_world_default_rows_add_the_floors_and_students_only_with_a_student(tmp_path):
+    _needs_mini()
+    mw = _import_mini_world()
+    assert mw.parse(["--student", "none"]).rows == list(mw.ROW_KEYS)
+    student = _stand_in_student(tmp_path / "student")
+    args = mw.parse(["--student", f"a={student}", "--student", f"b={student}"])
+    assert args.rows == list(mw.ROW_KEYS) + ["floor-2-2-1", "floor-0-0-1", "a", "b"] and not args.partial
+    assert mw.parse(["--student", f"a={student}", "--rows", "original,a"]).partial
+    with pytest.raises(SystemExit):
+        mw.parse(["--student", f"tuned={student}"])  # a taken key
+
+
+def test_mini_world_held_out_prompts_read_the_same_but_tokenize_otherwise():
+    _needs_mini()
+    from transformers import AutoTokenizer
+
+    from finetune.world import all_captions, parse_caption
+
+    mw = _import_mini_world()
+    tok = AutoTokenizer.from_pretrained(ROOT / "models" / "mini" / "tokenizer")
+    for style in ("held-out", "held-out-words"):
+        for caption in all_captions():
+            held = mw.styled_prompt(caption, style)
+            attrs = [{k: parse_caption(t)[k] for k in ("colour", "shape", "direction")} for t in (held, caption)]
+            assert held != caption and attrs[0] == attrs[1], (style, held)
+            assert tok(held).input_ids != tok(caption).input_ids, (style, held)
+    assert mw.styled_prompt("a red circle moves to the right", "held-out") == "A red circle moves to the right."
+    assert mw.styled_prompt("a red circle moves up", "table") == "a red circle moves up"
