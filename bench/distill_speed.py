@@ -118,7 +118,8 @@ def report(rows: list[dict], rat: dict, args) -> dict:
               f"{r['min_seconds']:>9.3f}")
     for k, label in (("original", f"original {args.full}"), ("pyramidal", f"pyramidal {args.plan}")):
         v = rat[f"{k}_over_student"]
-        print(f"{label} / student: {v['seconds']:.2f}x the seconds, {v['tflops']:.2f}x the FLOPs")
+        print(f"{label} / student: {v['seconds']:.2f}x the seconds, {v['tflops']:.2f}x the FLOPs "
+              f"(the seconds' ratio is {v['seconds'] / v['tflops']:.0%} of the FLOPs')")
     keep = ("key", "name", "mode", "plan", "sampler", "guidance", "guidance_source", "tflops", "median_seconds",
             "min_seconds", "warm_up", "runs")
     return {"student": args.student, "pyramidal": args.pyramidal, "shape": [17, 128, 128], "batch": 1,
