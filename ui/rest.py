@@ -75,14 +75,18 @@ class RunIn(_VideoIn):
         "schedule": "2-2-1", "seed": 0, "frames": 17, "height": 128, "width": 128}]})
 
     mode: Literal["pyramidal", "original"] = "pyramidal"
-    schedule: str | None = Field(None, description="steps per stage, lowest resolution first: 20-20-10; 0-0-50 is the original")
+    schedule: str | None = Field(None, description="steps per stage, lowest resolution first: 20-20-10; 0-0-50 is "
+                                                   "the original; default: a distilled checkpoint's recipe, else "
+                                                   "20-20-10 (0-0-50 for the original)")
 
 
 class ComparisonIn(_VideoIn):
     """The original model and the pyramidal one, same prompt and seed."""
 
-    schedule: str | None = Field(None, description="the pyramid's schedule")
-    original_schedule: str | None = Field(None, description="default: one stage, same total steps")
+    schedule: str | None = Field(None, description="the pyramid's schedule; default: a distilled checkpoint's "
+                                                   "recipe, else 20-20-10")
+    original_schedule: str | None = Field(None, description="default: one stage, same total steps (against a "
+                                                            "distilled checkpoint: 0-0-50, the original's full plan)")
 
 
 class CheckpointIn(BaseModel):
@@ -101,14 +105,21 @@ class RenameIn(BaseModel):
 
 
 class JobIn(BaseModel):
-    """A pyramidal finetune; ``config`` holds ``finetune.pyramidal.TrainConfig`` fields."""
+    """A finetune job. ``config["kind"]`` says which: ``"pyramidal"`` (the default; the other keys
+    are ``finetune.pyramidal.TrainConfig`` fields) or ``"distill"`` (step distillation into a
+    few-step student; ``finetune.distill.DistillConfig`` fields: method, teacher (a registered
+    checkpoint's name or id, or a checkpoint folder), student_plan, steps, ...)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "name": "tiny-pyramid", "base": "tiny", "config": {"data": "world:64", "steps": 50, "schedule": "2-2-1"}}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "tiny-pyramid", "base": "tiny", "config": {"data": "world:64", "steps": 50, "schedule": "2-2-1"}},
+        {"name": "mini-distilled-2", "base": "mini", "config": {
+            "kind": "distill", "method": "dmd-pt-star", "teacher": "mini-pyramidal", "student_plan": "2-2-1",
+            "data": "world:256", "steps": 300}}]})
 
     name: str = Field(description="the checkpoint it will register")
     base: str = Field(description="the model preset to finetune")
-    config: dict[str, Any] = Field(default_factory=dict, description="training settings (steps, data, lr, ...)")
+    config: dict[str, Any] = Field(default_factory=dict, description="training settings: kind (pyramidal | distill), "
+                                                                     "steps, data, lr, ...")
 
 
 # ---------------------------------------------------------------------------- errors
@@ -364,7 +375,7 @@ def _job_routes(admin: APIRouter) -> None:
     def cancel_job(job_id: Id) -> dict:
         return _call(service.cancel_job, job_id)
 
-    @admin.post("/jobs", status_code=201, summary="Queue a finetune job")
+    @admin.post("/jobs", status_code=201, summary="Queue a finetune job (config.kind: pyramidal or distill)")
     def submit_job(body: JobIn) -> dict:
         return _call(service.submit_job, body.name, body.base, body.config)
 

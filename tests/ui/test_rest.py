@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.service.conftest import distilled_dir, teacher_dir  # noqa: F401  (fixtures: checkpoint folders)
 from tests.ui.conftest import ADMIN_PASSWORD, TINY_RUN
 
 pytestmark = pytest.mark.timeout(300)
@@ -421,3 +422,78 @@ def test_admin_finetune_jobs(bare_studio):
     assert job["status"] == "queued" and job["config"]["steps"] == 2
     assert http.get(f"/api/admin/jobs/{job['id']}", headers=ADMIN).json()["name"] == "tiny-pyr"
     assert http.post(f"/api/admin/jobs/{job['id']}/cancel", headers=ADMIN).json()["status"] == "cancelled"
+
+
+# ---------------------------------------------------------------------------- distilled checkpoints
+@pytest.fixture
+def api(pwan_env, monkeypatch):
+    """The REST API in this process (over ``pwan_env``'s database and broker), admin password set."""
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from ui.rest import build_router, install_error_handlers
+
+    monkeypatch.setenv("PWAN_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(build_router())
+    with TestClient(app) as http:
+        yield http
+
+
+def stored_runs() -> tuple[int, int]:
+    """(rows in runs, messages waiting on the infer queue)."""
+    import service
+    from workers.reaper import broker_queue_size
+
+    return service.list_runs(limit=1)["total"], broker_queue_size("infer")
+
+
+def test_a_distilled_checkpoint_refuses_another_recipe_and_fills_its_own(api, distilled_dir):
+    import service
+
+    service.register_checkpoint(distilled_dir, "tiny", "tiny-distilled")
+    body = {"prompt": "a red circle moves to the right", "checkpoint": "tiny-distilled", "seed": 3,
+            "frames": 17, "height": 128, "width": 128}
+    for change, field, words in [({"schedule": "20-20-10"}, "schedule", "schedule 20-20-10"),
+                                 ({"guidance": 5}, "guidance", "guidance 5"),
+                                 ({"mode": "original", "schedule": "0-0-5"}, "mode", "original model")]:
+        r = api.post("/api/runs", json={**body, **change})
+        assert r.status_code == 422, r.text
+        error = r.json()
+        assert error["field"] == field and words in error["detail"] and "2-2-1" in error["detail"], error
+        assert "trained for schedule 2-2-1" in error["detail"] and "guidance 1 (baked in)" in error["detail"]
+        assert stored_runs() == (0, 0)
+    bad = api.post("/api/comparisons", json={**body, "schedule": "20-20-10"})
+    assert bad.status_code == 422 and "2-2-1" in bad.json()["detail"] and stored_runs() == (0, 0)
+
+    r = api.post("/api/runs", json=body)  # no schedule, no guidance: the recipe
+    assert r.status_code == 201, r.text
+    run = api.get(f"/api/runs/{r.json()['id']}").json()
+    assert (run["schedule"], run["guidance"], run["guidance_source"]) == ("2-2-1", [1.0, 1.0, 1.0], "checkpoint card")
+    assert (run["model"], run["checkpoint_name"], run["mode"]) == ("tiny", "tiny-distilled", "pyramidal")
+    assert stored_runs() == (1, 1)
+    group = api.post("/api/comparisons", json=body)
+    assert group.status_code == 201, group.text
+    original, student = group.json()["runs"]
+    assert (original["mode"], original["schedule"], original["seed"]) == ("original", "0-0-50", 3)
+    assert (student["schedule"], student["guidance"], student["seed"]) == ("2-2-1", [1.0, 1.0, 1.0], 3)
+    assert stored_runs() == (3, 3)
+
+
+def test_the_jobs_endpoint_takes_a_distillation(api, teacher_dir):
+    import service
+
+    teacher = service.register_checkpoint(teacher_dir, "tiny", "tiny-teacher")
+    config = {"kind": "distill", "method": "dmd-pt-star", "teacher": "tiny-teacher", "student_plan": "2-2-1",
+              "data": "world:2", "steps": 3, "frames": 17, "height": 64, "width": 64}
+    for change, field in [({"method": "dmd-9000"}, "method"), ({"teacher": "/etc"}, "teacher"),
+                          ({"kind": "sculpt"}, "kind")]:
+        bad = api.post("/api/admin/jobs", headers=ADMIN, json={"name": "s", "base": "tiny", "config": {**config, **change}})
+        assert bad.status_code == 422 and bad.json()["field"] == field, bad.text
+    assert service.list_jobs()["total"] == 0
+    r = api.post("/api/admin/jobs", headers=ADMIN, json={"name": "tiny-student", "base": "tiny", "config": config})
+    assert r.status_code == 201, r.text
+    job = api.get(f"/api/admin/jobs/{r.json()['id']}", headers=ADMIN).json()
+    assert job["config"]["kind"] == "distill" and job["config"]["teacher"] == teacher["path"]
+    assert job["config"]["steps"] == 3 and job["status"] == "queued"
