@@ -83,6 +83,43 @@ def parse_guidance(text: Any) -> float | list[float]:
     return values[0] if len(values) == 1 else values
 
 
+# ---------------------------------------------------------------------------- distilled checkpoints
+def few_step_recipe(card: dict | None):
+    """The locked recipe of a distilled (few-step) checkpoint's card
+    (:class:`core.fewstep.FewStepRecipe`), or None for any other card (or a broken recipe, which
+    the server refuses with its reason when the model is used)."""
+    from core import RequestError
+    from core.fewstep import FewStepRecipe
+
+    try:
+        return FewStepRecipe.from_card(card or {})
+    except RequestError:
+        return None
+
+
+def checkpoint_label(item: dict) -> str:
+    """A registered checkpoint in the model list: a distilled one by its card's label
+    ("mini-distilled — 2-2-1, 5 steps, guidance baked in, DMD-PT*"), others by kind and base."""
+    card = item.get("card") or {}
+    if card.get("trained_for") == "few-step":
+        recipe = few_step_recipe(card)
+        label = card.get("label") or (recipe.describe() if recipe else "few-step student")
+        return f"{item['name']} — {label}"
+    return f"{item['name']} ({item['kind']} over {item['base']})"
+
+
+def recipe_lock(card: dict | None, name: str) -> dict[str, str] | None:
+    """What Generate locks for a distilled checkpoint: its recipe's ``schedule``, ``guidance``
+    (as the box shows it), ``mode`` and a ``note`` saying why; None for any other model."""
+    recipe = few_step_recipe(card)
+    if recipe is None:
+        return None
+    return {"schedule": recipe.schedule, "guidance": f"{recipe.guidance:g}", "mode": "pyramidal",
+            "note": f"🔒 **{name}** is a few-step student trained for {recipe.describe()}: it runs only that "
+                    f"recipe (schedule `{recipe.schedule}`, guidance {recipe.guidance:g}), so the schedule, "
+                    "guidance and mode are locked. Choose another model to change them."}
+
+
 # ---------------------------------------------------------------------------- numbers
 def fmt_seconds(s: float | None) -> str:
     if s is None:
@@ -312,7 +349,10 @@ def _n(v: float | None, digits: int = 2) -> str:
 
 
 # ---------------------------------------------------------------------------- tables and summaries
-JOB_SUMMARY_KEYS = ("data", "steps", "schedule", "lr", "lora_rank", "teacher", "out")
+JOB_SUMMARY_KEYS = ("data", "steps", "schedule", "method", "student_plan", "teacher", "batch", "lr", "lora_rank",
+                    "out")
+#: How each kind of finetune job is named on the page.
+JOB_KINDS = {"pyramidal": "pyramidal finetune", "distill": "distillation"}
 
 
 def fmt_created(value: str | None) -> str:
@@ -331,15 +371,27 @@ def history_row(r: dict) -> list[Any]:
     ]
 
 
+def job_kind(job: dict) -> str:
+    """The job's kind, ``"pyramidal"`` or ``"distill"`` (rows from before kinds are pyramidal)."""
+    return (job.get("config") or {}).get("kind") or "pyramidal"
+
+
 def _last_loss(job: dict) -> str:
     last = (job.get("losses") or [None])[-1]
-    return f"{last['loss']:.4g}" if isinstance(last, dict) and "loss" in last else ""
+    if not isinstance(last, dict):
+        return ""
+    if "loss" in last:
+        return f"{last['loss']:.4g}"
+    parts = [f"{tag} {last[key]:.4g}" for tag, key in (("G", "generator_loss"), ("C", "critic_loss"))
+             if isinstance(last.get(key), (int, float))]
+    return " · ".join(parts)
 
 
 def job_row(j: dict) -> list[Any]:
     """One row of the Admin tab's finetune jobs table."""
-    return [j["id"], j["name"], j["base"], j["status"], f"{j.get('step') or 0}/{j.get('steps') or '?'}",
-            f"{(j.get('fraction') or 0):.0%}", _last_loss(j), fmt_created(j["created_at"])]
+    return [j["id"], j["name"], JOB_KINDS.get(job_kind(j), job_kind(j)), j["base"], j["status"],
+            f"{j.get('step') or 0}/{j.get('steps') or '?'}", f"{(j.get('fraction') or 0):.0%}", _last_loss(j),
+            fmt_created(j["created_at"])]
 
 
 def checkpoint_row(c: dict) -> list[Any]:
@@ -352,10 +404,29 @@ def loss_points(job: dict) -> list[dict]:
     return [p for p in job.get("losses") or [] if isinstance(p, dict) and "step" in p and "loss" in p]
 
 
+#: The curves of a job's loss plot: (series name, key in its loss points).
+LOSS_SERIES = {"pyramidal": (("loss", "loss"),),
+               "distill": (("generator", "generator_loss"), ("critic", "critic_loss"))}
+
+
+def loss_series(job: dict) -> list[dict]:
+    """The job's loss plot as rows ``{"step", "loss", "series"}``: a pyramidal finetune's loss; a
+    distillation's generator and critic loss (a point without a finite value is skipped)."""
+    rows = []
+    for series, key in LOSS_SERIES.get(job_kind(job), LOSS_SERIES["pyramidal"]):
+        for p in job.get("losses") or []:
+            value = p.get(key) if isinstance(p, dict) else None
+            if isinstance(p, dict) and "step" in p and isinstance(value, (int, float)) and math.isfinite(value):
+                rows.append({"step": p["step"], "loss": value, "series": series})
+    return rows
+
+
 def job_detail(job: dict) -> str:
-    """Markdown about one finetune job: status, progress, error, the main settings, its checkpoint."""
-    detail = (f"**Job #{job['id']}** `{job['name']}` over `{job['base']}` · {status_badge(job['status'])} · "
-              f"step {job.get('step') or 0}/{job.get('steps') or '?'} ({(job.get('fraction') or 0):.0%})")
+    """Markdown about one finetune job: its kind, status, progress, error, the main settings, its checkpoint."""
+    kind = job_kind(job)
+    detail = (f"**Job #{job['id']}** `{job['name']}` ({JOB_KINDS.get(kind, kind)}) over `{job['base']}` · "
+              f"{status_badge(job['status'])} · step {job.get('step') or 0}/{job.get('steps') or '?'} "
+              f"({(job.get('fraction') or 0):.0%})")
     if job.get("error"):
         detail += f"\n\n**Error:** {job['error']}"
     config = job.get("config") or {}
@@ -363,7 +434,9 @@ def job_detail(job: dict) -> str:
     if shown:
         detail += "\n\n" + " · ".join(shown)
     if job.get("checkpoint_id"):
-        detail += f"\n\nRegistered as checkpoint #{job['checkpoint_id']}: pick it as the model in Generate."
+        label = (job.get("report") or {}).get("label")
+        detail += (f"\n\nRegistered as checkpoint #{job['checkpoint_id']}" + (f" ({label})" if label else "")
+                   + ": pick it as the model in Generate.")
     return detail
 
 

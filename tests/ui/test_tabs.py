@@ -57,6 +57,8 @@ def test_generate_refuses_bad_input_with_a_message(tabs):
     assert gen.shared.held_tokens not in out
     refused = gen.on_schedule("2-0-1", "17 x 128 x 128")
     assert refused[gen.message]["value"].startswith("⚠") and refused[gen.size] == gr.update()
+    accepted = gen.on_schedule("2-2-1", "17 x 128 x 128")  # the warning goes, the box stays for the next message
+    assert accepted[gen.message] == gr.update(value="", visible=True)
 
 
 def test_history_actions_answer_with_a_message(tabs):
@@ -118,3 +120,68 @@ def test_compare_decodes_a_run_both_ways(tabs, monkeypatch):
     again = cmp.decode_both(new_id, {})  # a run decoded both ways is shown at once, nothing queued
     assert "decoder=tiny" in again[cmp.videos] and cmp.both_watch not in again
     assert queue.counts_by_status(Run)["queued"] == 2
+
+
+def test_a_distilled_model_locks_schedule_guidance_and_mode_until_another_is_chosen(tabs, tmp_path):
+    import json
+
+    import service
+    from tests.service.conftest import distilled_card
+    from ui.tabs.common import CHECKPOINT_PREFIX, model_choices
+
+    gen = tabs["gen"]
+    folder = tmp_path / "tiny-distilled"
+    folder.mkdir()
+    (folder / "card.json").write_text(json.dumps(distilled_card()))
+    ck = service.register_checkpoint(folder, "tiny", "tiny-distilled")
+    value = f"{CHECKPOINT_PREFIX}{ck['id']}"
+    assert ("tiny-distilled — 2-2-1, 5 steps, guidance baked in, DMD-PT*", value) in model_choices()
+    locked = gen.on_model(value, "10-10-5")
+    assert locked[gen.schedule]["value"] == "2-2-1" and locked[gen.schedule]["interactive"] is False
+    assert locked[gen.guidance]["value"] == "1" and locked[gen.guidance]["interactive"] is False
+    assert locked[gen.mode]["value"] == "pyramidal" and locked[gen.mode]["interactive"] is False
+    assert locked[gen.lock_note]["visible"] and "trained for 2-2-1" in locked[gen.lock_note]["value"]
+    # what the locked boxes send is the recipe: queued as such, alone or against the original
+    out = gen.on_generate("a cat", "", value, "pyramidal", "2-2-1", "1", 7, False, "17 x 128 x 128", False, {})
+    assert service.get_run(out[gen.submitted]["run_ids"][0])["guidance"] == [1.0, 1.0, 1.0]
+    pair = gen.on_generate("a cat", "", value, "pyramidal", "2-2-1", "1", 7, False, "17 x 128 x 128", True, {})
+    original, student = (service.get_run(i) for i in pair[gen.submitted]["run_ids"])
+    assert (original["schedule"], student["schedule"], original["seed"]) == ("0-0-50", "2-2-1", student["seed"])
+    unlocked = gen.on_model("tiny", "2-2-1")
+    assert unlocked[gen.schedule]["interactive"] is True and unlocked[gen.guidance]["interactive"] is True
+    assert unlocked[gen.mode]["interactive"] is True and unlocked[gen.lock_note]["visible"] is False
+    assert unlocked[gen.guidance]["value"] == "5"
+
+
+def test_admin_starts_a_distillation_and_plots_both_losses(tabs, tmp_path, monkeypatch):
+    import json
+
+    import service
+    from finetune.distill import METHODS
+    from ui.tabs.admin import DISTILL_METHODS
+
+    assert DISTILL_METHODS == list(METHODS)  # the form offers what the training code knows
+    adm = tabs["adm"]
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "card.json").write_text(json.dumps({"base": "tiny", "kind": "full", "trained_for": "pyramidal"}))
+    ck = service.register_checkpoint(teacher, "tiny", "tiny-teacher")
+    shown = adm.on_kind("distill", adm.job_config.value)
+    assert shown[adm.distill_box]["visible"] and '"batch"' in shown[adm.job_config]
+    assert ("tiny-teacher (over tiny)", "tiny-teacher") in shown[adm.job_teacher]["choices"]
+    out = adm.start_job("distill", "student", "tiny", '{"data": "world:2", "frames": 17, "height": 64, "width": 64}',
+                        "dmd-pt", "tiny-teacher", "2-2-1", 3)
+    job_id = int(out[adm.job_detail].split("#")[1].rstrip("."))
+    job = service.get_job(job_id)
+    assert job["config"]["kind"] == "distill" and job["config"]["method"] == "dmd-pt"
+    assert job["config"]["teacher"] == ck["path"] and job["config"]["steps"] == 3
+    assert out[adm.job_table][0][2] == "distillation"
+    with pytest.raises(service.ValidationError, match="method"):
+        adm.start_job("distill", "student-2", "tiny", "{}", "dmd-nope", "tiny-teacher", "2-2-1", 3)
+    losses = [{"step": 1, "generator_loss": 0.5, "critic_loss": 2.0}, {"step": 2, "generator_loss": 0.4, "critic_loss": 1.5}]
+    real_get = service.get_job
+    monkeypatch.setattr(service, "get_job", lambda i: {**real_get(i), "losses": losses, "status": "running"})
+    followed = adm.follow_job(job_id)
+    frame = followed[adm.job_plot]["value"]
+    assert sorted(set(frame["series"])) == ["critic", "generator"] and len(frame) == 4
+    assert followed[adm.job_timer].active and "(distillation)" in followed[adm.job_detail]

@@ -115,7 +115,8 @@ def test_table_rows_and_summaries():
     job = {"id": 2, "name": "j", "base": "tiny", "status": "running", "step": 5, "steps": 10, "fraction": 0.5,
            "losses": [{"step": 5, "loss": 0.12345}, "noise"], "created_at": None, "error": None,
            "config": {"steps": 10, "lr": None}, "checkpoint_id": 9}
-    assert views.job_row(job)[4:7] == ["5/10", "50%", ""]  # the last entry is no loss point
+    assert views.job_row(job)[2] == "pyramidal finetune"  # a row from before job kinds
+    assert views.job_row(job)[5:8] == ["5/10", "50%", ""]  # the last entry is no loss point
     assert views.loss_points(job) == [{"step": 5, "loss": 0.12345}]
     detail = views.job_detail(job)
     assert "step 5/10 (50%)" in detail and "steps `10`" in detail and "lr" not in detail
@@ -161,3 +162,42 @@ def test_the_card_and_history_say_which_decoder_ran():
                                              ["PSNR against the full decode (dB)", "–", "27.50", ""]]
     summary = views.decode_both_summary(both)
     assert "27.50 dB" in summary and "4.00x" in summary and "Run #5" in summary
+
+
+def test_a_distilled_checkpoint_is_listed_by_its_label_and_locks_its_recipe():
+    from tests.service.conftest import distilled_card
+
+    card = distilled_card(base="mini", name="mini-distilled")
+    item = {"id": 4, "name": "mini-distilled", "kind": "full", "base": "mini", "card": card}
+    assert views.checkpoint_label(item) == "mini-distilled — 2-2-1, 5 steps, guidance baked in, DMD-PT*"
+    no_label = {**item, "card": {k: v for k, v in card.items() if k != "label"}}
+    assert views.checkpoint_label(no_label) == "mini-distilled — 2-2-1, 5 steps, guidance baked in"
+    plain = {**item, "name": "mini-pyramidal", "card": {"trained_for": "pyramidal"}}
+    assert views.checkpoint_label(plain) == "mini-pyramidal (full over mini)"
+    lock = views.recipe_lock(card, "mini-distilled")
+    assert (lock["schedule"], lock["guidance"], lock["mode"]) == ("2-2-1", "1", "pyramidal")
+    assert "mini-distilled" in lock["note"] and "trained for 2-2-1, 5 steps" in lock["note"]
+    assert views.recipe_lock({"trained_for": "pyramidal"}, "x") is None and views.recipe_lock(None, "x") is None
+    broken = {**card, "recipe": {"schedule": "2-2-1"}}  # the server says why when it is used
+    assert views.recipe_lock(broken, "x") is None
+
+
+def test_a_distillation_jobs_row_detail_and_loss_curves():
+    job = {"id": 3, "name": "student", "base": "mini", "status": "done", "step": 2, "steps": 2, "fraction": 1.0,
+           "created_at": None, "error": None, "checkpoint_id": 7,
+           "config": {"kind": "distill", "method": "dmd-pt-star", "student_plan": "2-2-1", "steps": 2,
+                      "teacher": "/m/mini-pyramidal"},
+           "report": {"label": "2-2-1, 5 steps, guidance baked in, DMD-PT*"},
+           "losses": [{"step": 1, "generator_loss": 0.5, "critic_loss": 2.0}, "noise",
+                      {"step": 2, "generator_loss": 0.25, "critic_loss": None}]}
+    row = views.job_row(job)
+    assert row[2] == "distillation" and row[7] == "G 0.25"
+    assert views.loss_series(job) == [{"step": 1, "loss": 0.5, "series": "generator"},
+                                      {"step": 2, "loss": 0.25, "series": "generator"},
+                                      {"step": 1, "loss": 2.0, "series": "critic"}]
+    detail = views.job_detail(job)
+    assert "(distillation)" in detail and "method `dmd-pt-star`" in detail and "student_plan `2-2-1`" in detail
+    assert "checkpoint #7 (2-2-1, 5 steps, guidance baked in, DMD-PT*)" in detail
+    pyramidal = {**job, "config": {"steps": 2}, "losses": [{"step": 1, "loss": 0.3, "stages": [0.1]}]}
+    assert views.loss_series(pyramidal) == [{"step": 1, "loss": 0.3, "series": "loss"}]
+    assert views.job_row(pyramidal)[2] == "pyramidal finetune" and views.job_row(pyramidal)[7] == "0.3"

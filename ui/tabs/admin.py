@@ -10,11 +10,17 @@ import gradio as gr
 import service
 from ui import views
 from ui.auth import admin_password, client_key, guard
-from ui.tabs.common import PageError, Shared, friendly, model_choices
+from ui.tabs.common import PageError, Shared, friendly, model_choices, teacher_choices
 
-JOB_HEADERS = ["id", "name", "base", "status", "step", "progress", "loss", "created (UTC)"]
+JOB_HEADERS = ["id", "name", "kind", "base", "status", "step", "progress", "loss", "created (UTC)"]
 CHECKPOINT_HEADERS = ["id", "name", "kind", "base", "path", "created (UTC)"]
 DEFAULT_JOB_CONFIG = json.dumps({"data": "world:64", "steps": 50, "schedule": "2-2-1"}, indent=2)
+#: A distillation's other settings (method, teacher, student plan and steps have fields of their own).
+DEFAULT_DISTILL_CONFIG = json.dumps({"data": "world:64", "batch": 4}, indent=2)
+DEFAULT_CONFIGS = {"pyramidal": DEFAULT_JOB_CONFIG, "distill": DEFAULT_DISTILL_CONFIG}
+#: The job kinds of the form, (label, value) as :func:`service.submit_job` takes them.
+JOB_KIND_CHOICES = [("pyramidal finetune", "pyramidal"), ("distillation", "distill")]
+DISTILL_METHODS = ["dmd-ot", "dmd-pt", "dmd-pt-star", "adversarial"]
 
 
 def jobs_rows() -> list[list[Any]]:
@@ -75,8 +81,14 @@ class AdminTab:
     unlock: gr.Button
     message: gr.Markdown
     panel: gr.Column
+    job_kind: gr.Radio
     job_name: gr.Textbox
     job_base: gr.Dropdown
+    distill_box: gr.Group
+    job_method: gr.Dropdown
+    job_teacher: gr.Dropdown
+    job_plan: gr.Textbox
+    job_steps: gr.Number
     job_config: gr.Code
     job_start: gr.Button
     job_table: gr.Dataframe
@@ -106,18 +118,21 @@ class AdminTab:
                     self.panel: gr.update(visible=False), self.password: ""}
         return {self.message: "✓ " + verdict.message, self.shared.admin_ok: True,
                 self.panel: gr.update(visible=True), self.job_table: jobs_rows(),
-                self.ckpt_table: checkpoint_rows(), self.password: ""}
+                self.ckpt_table: checkpoint_rows(), self.password: "",
+                self.job_teacher: gr.update(choices=teacher_choices())}
 
     def refresh_tables(self):
-        return {self.job_table: jobs_rows(), self.ckpt_table: checkpoint_rows()}
+        return {self.job_table: jobs_rows(), self.ckpt_table: checkpoint_rows(),
+                self.job_teacher: gr.update(choices=teacher_choices())}
 
     # ------------------------------------------------------------ jobs
     def follow_job(self, job_id):
-        """The job's detail and loss curve; the timer keeps following it until it is final."""
+        """The job's detail and loss curves (a distillation: generator and critic); the timer keeps
+        following it until it is final."""
         import pandas as pd
 
         job = service.get_job(_job_id(job_id))
-        frame = pd.DataFrame(views.loss_points(job) or [], columns=["step", "loss"])
+        frame = pd.DataFrame(views.loss_series(job), columns=["step", "loss", "series"])
         return {self.job_detail: views.job_detail(job), self.job_plot: gr.update(value=frame, visible=True),
                 self.job_timer: gr.Timer(active=job["status"] not in views.FINAL)}
 
@@ -126,11 +141,29 @@ class AdminTab:
         stopping = " (stopping)" if job.get("cancel_requested") and job["status"] == "running" else ""
         return {self.job_detail: f"Job #{job['id']} is {job['status']}{stopping}.", self.job_table: jobs_rows()}
 
-    def start_job(self, name, base, config_text):
+    def on_kind(self, kind, config_text):
+        """The distillation fields show for a distillation; untouched settings swap to the kind's default."""
+        untouched = (config_text or "").strip() in [c.strip() for c in DEFAULT_CONFIGS.values()] + [""]
+        return {self.distill_box: gr.update(visible=kind == "distill"),
+                self.job_config: DEFAULT_CONFIGS.get(kind, DEFAULT_JOB_CONFIG) if untouched else gr.update(),
+                self.job_teacher: gr.update(choices=teacher_choices())}
+
+    def start_job(self, kind, name, base, config_text, method="dmd-pt-star", teacher=None, plan="2-2-1",
+                  steps=None):
+        """Queue a job of ``kind``: the JSON settings, and for a distillation the method, teacher
+        (a registered checkpoint's name), student plan and steps of the form."""
         try:
             config = json.loads(config_text or "{}")
         except json.JSONDecodeError as exc:
-            raise PageError(f"the training config is not valid JSON: {exc}") from None
+            raise PageError(f"the training settings are not valid JSON: {exc}") from None
+        if not isinstance(config, dict):
+            raise PageError("the training settings must be a JSON object: {\"data\": \"world:64\", ...}")
+        if kind == "distill":
+            config = {**config, "kind": "distill", "method": method, "student_plan": (plan or "").strip()}
+            if teacher:
+                config["teacher"] = teacher
+            if steps not in (None, ""):
+                config["steps"] = int(steps)
         job = service.submit_job(name=name, base=base, config=config)
         return {self.job_detail: f"Queued job #{job['id']}.", self.job_table: jobs_rows()}
 
@@ -153,20 +186,24 @@ class AdminTab:
 
     def wire(self) -> None:
         """Attach the tab's events (call inside the page's Blocks)."""
-        unlocked = [self.message, self.shared.admin_ok, self.panel, self.job_table, self.ckpt_table, self.password]
+        unlocked = [self.message, self.shared.admin_ok, self.panel, self.job_table, self.ckpt_table, self.password,
+                    self.job_teacher]
         self.unlock.click(self.on_unlock, [self.password], unlocked, api_name=False)
         self.password.submit(self.on_unlock, [self.password], unlocked, api_name=False)
         ok = self.shared.admin_ok
         followed = [self.job_detail, self.job_plot, self.job_timer]
-        self.job_refresh.click(admin_only(self.refresh_tables), [ok], [self.job_table, self.ckpt_table],
-                               api_name=False)
+        self.job_refresh.click(admin_only(self.refresh_tables), [ok], [self.job_table, self.ckpt_table,
+                                                                       self.job_teacher], api_name=False)
         self.job_follow.click(admin_only(self.follow_job), [ok, self.job_id], followed, api_name=False)
         self.job_timer.tick(admin_only(self.follow_job), [ok, self.job_id], followed, api_name=False,
                             show_progress="hidden")
         self.job_cancel.click(admin_only(self.cancel_job), [ok, self.job_id], [self.job_detail, self.job_table],
                               api_name=False)
-        self.job_start.click(admin_only(self.start_job), [ok, self.job_name, self.job_base, self.job_config],
-                             [self.job_detail, self.job_table], api_name=False)
+        self.job_kind.change(admin_only(self.on_kind), [ok, self.job_kind, self.job_config],
+                             [self.distill_box, self.job_config, self.job_teacher], api_name=False)
+        form = [ok, self.job_kind, self.job_name, self.job_base, self.job_config, self.job_method, self.job_teacher,
+                self.job_plan, self.job_steps]
+        self.job_start.click(admin_only(self.start_job), form, [self.job_detail, self.job_table], api_name=False)
         changed = [self.ckpt_message, self.ckpt_table, self.model]
         self.ckpt_rename.click(admin_only(self.rename_checkpoint), [ok, self.ckpt_id, self.ckpt_name], changed,
                                api_name=False)
@@ -179,11 +216,25 @@ def _jobs_layout(presets: list[str]) -> dict[str, Any]:
     c: dict[str, Any] = {}
     gr.Markdown("### Finetune jobs")
     with gr.Accordion("Start a finetune job", open=False):
+        c["job_kind"] = gr.Radio(JOB_KIND_CHOICES, value="pyramidal", label="Kind", elem_id="job-kind",
+                                 info="a pyramidal finetune, or the distillation of a pyramidal model into a "
+                                      "few-step student")
         with gr.Row():
             c["job_name"] = gr.Textbox(label="Checkpoint name", elem_id="job-name")
             c["job_base"] = gr.Dropdown(presets, label="Base model", elem_id="job-base")
+        with gr.Group(visible=False, elem_id="job-distill") as c["distill_box"]:
+            with gr.Row():
+                c["job_method"] = gr.Dropdown(DISTILL_METHODS, value="dmd-pt-star", label="Method",
+                                              elem_id="job-method",
+                                              info="dmd-pt-star: the paper's recipe; dmd-ot: the original teacher")
+                c["job_teacher"] = gr.Dropdown([], label="Teacher", elem_id="job-teacher", allow_custom_value=True,
+                                               info="a registered pyramidal checkpoint (none for dmd-ot)")
+                c["job_plan"] = gr.Textbox(value="2-2-1", label="Student plan", elem_id="job-plan",
+                                           info="the student's steps per stage")
+                c["job_steps"] = gr.Number(value=200, precision=0, minimum=1, label="Steps", elem_id="job-steps",
+                                           info="generator steps")
         c["job_config"] = gr.Code(value=DEFAULT_JOB_CONFIG, language="json", elem_id="job-config",
-                                  label="Training settings (JSON: steps, data, schedule, lr, lora_rank, ...)")
+                                  label="Training settings (JSON: steps, data, schedule, lr, lora_rank, batch, ...)")
         c["job_start"] = gr.Button("Start", variant="primary", elem_id="job-start")
     c["job_table"] = gr.Dataframe(headers=JOB_HEADERS, interactive=False, elem_id="jobs-table")
     with gr.Row():
@@ -192,7 +243,8 @@ def _jobs_layout(presets: list[str]) -> dict[str, Any]:
         c["job_cancel"] = gr.Button("Cancel job", variant="stop", elem_id="job-cancel")
         c["job_refresh"] = gr.Button("Refresh", elem_id="job-refresh")
     c["job_detail"] = gr.Markdown(elem_id="job-detail")
-    c["job_plot"] = gr.LinePlot(x="step", y="loss", title="Loss", elem_id="job-loss", height=260, visible=False)
+    c["job_plot"] = gr.LinePlot(x="step", y="loss", color="series", title="Loss", elem_id="job-loss", height=260,
+                                visible=False)
     c["job_timer"] = gr.Timer(2.0, active=False)
     return c
 

@@ -66,10 +66,29 @@ def model_choices() -> list[tuple[str, str]]:
     for item in service.list_checkpoints():
         if item["builtin"]:
             choices.append((f"{item['name']} (preset)", item["name"]))
-        else:
-            choices.append((f"{item['name']} ({item['kind']} over {item['base']})",
-                            f"{CHECKPOINT_PREFIX}{item['id']}"))
+        else:  # a distilled checkpoint by its card's label: "mini-distilled — 2-2-1, 5 steps, ..."
+            choices.append((views.checkpoint_label(item), f"{CHECKPOINT_PREFIX}{item['id']}"))
     return choices
+
+
+def teacher_choices() -> list[tuple[str, str]]:
+    """The registered checkpoints a distillation may take as its teacher (all but distilled
+    students), as (label, name); the server checks the rest (the base, the folder)."""
+    return [(f"{c['name']} (over {c['base']})", c["name"]) for c in service.list_checkpoints()
+            if not c["builtin"] and (c.get("card") or {}).get("trained_for") != "few-step"]
+
+
+def model_lock(value: str | None) -> dict[str, str] | None:
+    """What Generate locks for this model choice (:func:`ui.views.recipe_lock`): a distilled
+    checkpoint's recipe, else None."""
+    try:
+        _preset, checkpoint_id = split_model(value)
+        if checkpoint_id is None:
+            return None
+        row = service.get_checkpoint(checkpoint_id)
+    except Exception:  # noqa: BLE001 - an unknown model is reported when it is used
+        return None
+    return views.recipe_lock(row.get("card"), row["name"])
 
 
 def schedule_choices(model_value: str | None = None) -> list[str]:

@@ -13,7 +13,7 @@ import gradio as gr
 import service
 from ui import views
 from ui.tabs.common import (PageError, Shared, cancel_with_session, friendly, initial_model, initial_models,
-                            model_guidance, schedule_choices, split_model)
+                            model_guidance, model_lock, schedule_choices, split_model)
 
 POLL_SECONDS = 0.5
 EMPTY = '<div class="pw-empty">Your video appears here. Type a prompt and press <b>Generate</b>.</div>'
@@ -89,6 +89,7 @@ def _layout() -> dict[str, Any]:
                 c["size"] = gr.Dropdown(choices=views.valid_sizes(views.DEFAULT_SCHEDULE), value=views.DEFAULT_SIZE,
                                         label="Frames x height x width", allow_custom_value=True,
                                         elem_id="size", info="only sizes this plan can run")
+            c["lock_note"] = gr.Markdown(visible=False, elem_id="recipe-lock", elem_classes=["pw-message"])
             with gr.Accordion("More settings", open=False):
                 c["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=1, elem_id="negative-prompt")
                 with gr.Row():
@@ -128,6 +129,7 @@ class GenerateTab:
     mode: gr.Radio
     schedule: gr.Dropdown
     size: gr.Dropdown
+    lock_note: gr.Markdown
     negative_prompt: gr.Textbox
     guidance: gr.Textbox
     seed: gr.Number
@@ -155,7 +157,9 @@ class GenerateTab:
             return {self.size: gr.update(),
                     self.message: gr.update(value="⚠ " + _schedule_error(schedule_value), visible=True)}
         value = size_value if size_value in sizes else (views.DEFAULT_SIZE if views.DEFAULT_SIZE in sizes else sizes[0])
-        return {self.size: gr.update(choices=sizes, value=value), self.message: gr.update(value="", visible=False)}
+        # the warning goes; the box stays visible (empty, as at first) for the next message: a hidden box
+        # would keep hiding "Queued run #..." after any valid schedule
+        return {self.size: gr.update(choices=sizes, value=value), self.message: gr.update(value="", visible=True)}
 
     def on_mode(self, mode_value, schedule_value):
         """The original runs one stage: switching modes swaps the plan for its counterpart."""
@@ -167,11 +171,20 @@ class GenerateTab:
         return {self.schedule: gr.update()}
 
     def on_model(self, model_value, schedule_value):
-        """A model's recommended schedules come first (and its first is selected) and its guidance shows."""
+        """A model's recommended schedules come first (and its first is selected) and its guidance
+        shows. A distilled checkpoint runs only its recipe: its schedule, guidance 1 and the
+        pyramidal mode are set and locked, with a note saying why; another model unlocks them."""
+        lock = model_lock(model_value)
+        if lock is not None:
+            return {self.schedule: gr.update(choices=[lock["schedule"]], value=lock["schedule"], interactive=False),
+                    self.guidance: gr.update(value=lock["guidance"], interactive=False),
+                    self.mode: gr.update(value=lock["mode"], interactive=False),
+                    self.lock_note: gr.update(value=lock["note"], visible=True)}
         choices = schedule_choices(model_value)
         recommended = choices[0] if choices[0] not in views.SCHEDULE_PRESETS else None
-        return {self.schedule: gr.update(choices=choices, value=recommended or schedule_value),
-                self.guidance: model_guidance(model_value)}
+        return {self.schedule: gr.update(choices=choices, value=recommended or schedule_value, interactive=True),
+                self.guidance: gr.update(value=model_guidance(model_value), interactive=True),
+                self.mode: gr.update(interactive=True), self.lock_note: gr.update(value="", visible=False)}
 
     # ------------------------------------------------------------ submit and follow
     def on_generate(self, prompt, negative_prompt, model, mode, schedule, guidance, seed, random_seed, size,
@@ -239,8 +252,8 @@ class GenerateTab:
         self.schedule.change(self.on_schedule, [self.schedule, self.size], [self.size, self.message],
                              api_name=False, queue=False)
         self.mode.input(self.on_mode, [self.mode, self.schedule], [self.schedule], api_name=False, queue=False)
-        self.model.input(friendly(self.on_model), [self.model, self.schedule], [self.schedule, self.guidance],
-                         api_name=False)
+        self.model.input(friendly(self.on_model), [self.model, self.schedule],
+                         [self.schedule, self.guidance, self.mode, self.lock_note], api_name=False)
         inputs = [self.prompt, self.negative_prompt, self.model, self.mode, self.schedule, self.guidance,
                   self.seed, self.random_seed, self.size, self.compare_box, self.shared.held_tokens,
                   self.fast_decode]
