@@ -366,3 +366,56 @@ def test_a_distilled_student_runs_locked_to_its_recipe_and_against_the_original(
     expect(page.locator("#schedule input")).to_be_enabled()
     expect(guidance).to_be_enabled()
     expect(page.locator("#recipe-lock")).to_be_hidden()
+
+
+def test_admin_distils_a_teacher_and_plots_generator_and_critic_losses(page, studio):
+    """Admin's job form for a distillation: the kind shows the method, teacher, plan and steps; the
+    job runs on the embedded worker, its losses plot, and its student joins the model list."""
+    import json
+
+    from core.checkpoints import save_checkpoint
+    from core.presets import build_components
+
+    admin = {"Authorization": f"Bearer {ADMIN_PASSWORD}"}
+    folder = studio.data_dir / "uploads" / "tiny-teacher"
+    if not (folder / "card.json").is_file():
+        save_checkpoint(folder, build_components("tiny", "cpu").transformer,
+                        {"base": "tiny", "kind": "full", "trained_for": "pyramidal", "boundaries": [0.8, 0.5]})
+        r = studio.http.post("/api/admin/checkpoints", headers=admin,
+                             json={"path": str(folder), "base": "tiny", "name": "tiny-teacher"})
+        assert r.status_code == 201, r.text
+    open_page(page, studio)
+    page.get_by_role("tab", name="Admin").click()
+    page.fill("#admin-password input", ADMIN_PASSWORD)
+    page.click("#admin-unlock")
+    page.wait_for_selector("#admin-message :text('Admin unlocked')")
+    page.get_by_text("Start a finetune job").click()
+    assert not page.locator("#job-distill").is_visible()
+    page.get_by_label("distillation").check()
+    page.wait_for_selector("#job-distill", state="visible")
+    page.wait_for_function("() => document.querySelector('#job-config').innerText.includes('batch')")
+    page.fill("#job-name input, #job-name textarea", "browser-student")
+    page.click("#job-base input")
+    page.get_by_role("option", name="tiny").click()
+    page.click("#job-teacher input")
+    page.get_by_role("option", name="tiny-teacher (over tiny)").click()
+    page.fill("#job-steps input", "3")
+    settings = {"data": "world:2", "frames": 17, "height": 64, "width": 64, "critic_steps": 1, "batch": 1}
+    page.fill("#job-config .cm-content", json.dumps(settings))
+    settle(page)
+    page.click("#job-start")
+    page.wait_for_selector("#job-detail :text('Queued job #')")
+    job_id = int(re.search(r"Queued job #(\d+)", page.inner_text("#job-detail")).group(1))
+    page.fill("#job-id input", str(job_id))
+    page.click("#job-follow")
+    page.wait_for_selector("#job-detail .pw-done", timeout=180_000)
+    page.wait_for_selector("#job-loss canvas, #job-loss svg")
+    assert "(distillation)" in page.inner_text("#job-detail")
+    job = studio.http.get(f"/api/admin/jobs/{job_id}", headers=admin).json()
+    assert job["config"]["kind"] == "distill" and job["config"]["method"] == "dmd-pt-star"
+    assert job["config"]["steps"] == 3 and [p["step"] for p in job["losses"]] == [1, 2, 3]
+    assert all(p["generator_loss"] is not None and p["critic_loss"] is not None for p in job["losses"])
+    page.get_by_role("tab", name="Generate").click()
+    page.click("#model input")  # the student is a model now, by its card's label
+    page.get_by_role("option", name="browser-student — 2-2-1, 5 steps, guidance baked in, DMD-PT*").click()
+    expect(page.locator("#schedule input")).to_be_disabled()

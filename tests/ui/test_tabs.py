@@ -185,3 +185,8 @@ def test_admin_starts_a_distillation_and_plots_both_losses(tabs, tmp_path, monke
     frame = followed[adm.job_plot]["value"]
     assert sorted(set(frame["series"])) == ["critic", "generator"] and len(frame) == 4
     assert followed[adm.job_timer].active and "(distillation)" in followed[adm.job_detail]
+    assert followed[adm.model] == gr.skip()  # the model list is left alone while the job runs
+    monkeypatch.setattr(service, "get_job", lambda i: {**real_get(i), "losses": losses, "status": "done"})
+    ended = adm.follow_job(job_id)
+    assert not ended[adm.job_timer].active and ("tiny-teacher (full over tiny)", f"checkpoint:{ck['id']}") in \
+        ended[adm.model]["choices"]  # then Generate's list is fresh: a finished job's checkpoint is in it

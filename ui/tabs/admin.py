@@ -128,13 +128,15 @@ class AdminTab:
     # ------------------------------------------------------------ jobs
     def follow_job(self, job_id):
         """The job's detail and loss curves (a distillation: generator and critic); the timer keeps
-        following it until it is final."""
+        following it until it is final, and then Generate's model list takes its checkpoint."""
         import pandas as pd
 
         job = service.get_job(_job_id(job_id))
+        final = job["status"] in views.FINAL
         frame = pd.DataFrame(views.loss_series(job), columns=["step", "loss", "series"])
         return {self.job_detail: views.job_detail(job), self.job_plot: gr.update(value=frame, visible=True),
-                self.job_timer: gr.Timer(active=job["status"] not in views.FINAL)}
+                self.job_timer: gr.Timer(active=not final),
+                self.model: gr.update(choices=model_choices()) if final else gr.skip()}
 
     def cancel_job(self, job_id):
         job = service.cancel_job(_job_id(job_id))
@@ -191,7 +193,7 @@ class AdminTab:
         self.unlock.click(self.on_unlock, [self.password], unlocked, api_name=False)
         self.password.submit(self.on_unlock, [self.password], unlocked, api_name=False)
         ok = self.shared.admin_ok
-        followed = [self.job_detail, self.job_plot, self.job_timer]
+        followed = [self.job_detail, self.job_plot, self.job_timer, self.model]
         self.job_refresh.click(admin_only(self.refresh_tables), [ok], [self.job_table, self.ckpt_table,
                                                                        self.job_teacher], api_name=False)
         self.job_follow.click(admin_only(self.follow_job), [ok, self.job_id], followed, api_name=False)
