@@ -1,4 +1,5 @@
-"""The mini-world recipe: a small Wan trained on the procedural world, then made pyramidal.
+"""The mini-world recipe: a small Wan trained on the procedural world, made pyramidal, then
+distilled into few-step students.
 
 Phases, each resumable from its last state (run the same command again to continue):
 
@@ -10,11 +11,16 @@ Phases, each resumable from its last state (run the same command again to contin
    compute each phase took.
 5. ``pyramid``: the pyramidal finetune of :mod:`finetune.pyramidal` over ``mini``, with at most
    10% of the pretraining steps, shipped as ``models/mini-pyramidal``.
+6. ``distill``: few-step students (:mod:`finetune.mini_distill`): of ``mini-pyramidal`` (DMD-PT,
+   DMD-PT*, adversarial) and of the original (DMD-OT at ``2-2-1``; conventional ``0-0-2`` and
+   ``0-0-1``), every kept checkpoint scored; the best pyramidal student ships as
+   ``models/mini-distilled``.
 
     python -m finetune.mini_world                       # the whole recipe (~3.5 h on a 2-core CPU)
     python -m finetune.mini_world --prebuild-pyramid-cache --threads 1   # phase 5's data, beside phase 3
     python -m finetune.mini_world --vae-steps 2 --vae-decoder-steps 1 --pretrain-steps 10 --pyramid-steps 1 \\
         --clips 4 --pyramid-clips 2 --seed-states /tmp/none --work /tmp/mini --ship /tmp/ship   # a few steps each
+    python -m finetune.mini_world --distill-only --threads 1   # phase 6 alone, over the shipped models
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .mini_distill import phase_distill
 from .toolkit import (EMA, ConfigError, Resumable, add_flags, check_fields, config_from_flags, read_state,
                       scheduled_lr, set_lr, setting, write_card)
 from settings import overridden
@@ -84,6 +91,16 @@ class RecipeConfig:
                                                                 "unconditional branch untrained")
     pyramid_guidance: str = setting("1,1,1.5", help="the card's guidance per stage: none on the low stages, "
                                                     "whose unconditional branch never trained")
+    distill_runs: str = setting("dmd-pt-star:2-2-1,dmd-pt:2-2-1,adversarial:2-2-1,dmd-ot:2-2-1,dmd-ot:0-0-2,"
+                                "dmd-ot:0-0-1", help="the students to distil, method:plan each (the best "
+                                                     "pyramidal one ships as mini-distilled)")
+    distill_steps: int = setting(600, lo=0, help="generator steps of each distillation (0: no students)")
+    distill_snapshots: int = setting(6, lo=1, help="checkpoints kept and scored per distillation")
+    distill_batch: int = setting(0, lo=0, help="prompts per distillation step (0: each method's own)")
+    distill_clips: int = setting(256, lo=1, help="world clips whose captions are the prompts (and dmd-ot's "
+                                                 "low-resolution finetune data)")
+    distill_pairs: int = setting(512, lo=1, help="teacher samples from fixed noise (adversarial)")
+    distill_eval_clips: int = setting(96, lo=1, help="clips that score each kept checkpoint")
     bf16: bool = setting(True, help="bfloat16 autocast for pretraining (fp32 master weights)")
     cond_dropout: float = setting(0.1, lo=0, hi=1, help="share of unconditional samples, for guidance")
     shift: float = setting(3.0, lo=0, lo_open=True, help="timestep shift of training and sampling")
@@ -352,15 +369,19 @@ def _pyramid(cfg: RecipeConfig, log) -> Path:
 
 
 def run(cfg: RecipeConfig, log=print) -> dict:
+    from .mini_distill import parse_runs
+
     check_pyramid_settings(cfg)  # before hours of the earlier phases
+    parse_runs(cfg.distill_runs)
     vae_dir = phase_vae(cfg, log)
     vae_summary = json.loads((vae_dir.parent / "summary.json").read_text())
     base = phase_base(cfg, vae_dir, log)
     pretrain = phase_pretrain(cfg, base, log)
     ship = phase_ship(cfg, base, pretrain, vae_summary, log, vae_dir=vae_dir)
     pyramid = phase_pyramid(cfg, ship, log)
+    distilled = phase_distill(cfg, ship, log)
     return {"mini": str(ship), "mini_pyramidal": str(pyramid), "pretrain": pretrain,
-            "vae_psnr_db": vae_summary.get("psnr")}
+            "vae_psnr_db": vae_summary.get("psnr"), "mini_distilled": (distilled or {}).get("shipped")}
 
 
 def main(argv=None) -> int:
@@ -368,8 +389,10 @@ def main(argv=None) -> int:
     add_flags(ap, RecipeConfig, skip=("transformer",))
     ap.add_argument("--prebuild-pyramid-cache", action="store_true",
                     help="only encode the pyramidal finetune's data (needs the base phase done)")
+    ap.add_argument("--distill-only", action="store_true",
+                    help="only the distillation phase, over the mini and mini-pyramidal models in --ship")
     args = ap.parse_args(argv)
-    prebuild = args.prebuild_pyramid_cache
+    prebuild, distill_only = args.prebuild_pyramid_cache, args.distill_only
     cfg = config_from_flags(RecipeConfig, args)
     try:
         check_fields(cfg)
@@ -378,6 +401,11 @@ def main(argv=None) -> int:
     log = lambda m: print(m, flush=True)  # noqa: E731
     if prebuild:
         prebuild_pyramid_cache(cfg, log)
+        return 0
+    if distill_only:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        print(json.dumps(phase_distill(cfg, Path(cfg.ship) / "mini", log), default=str))
         return 0
     print(json.dumps(run(cfg, log=log)))
     return 0

@@ -16,6 +16,7 @@ The student's checkpoint card locks its recipe (:class:`core.fewstep.FewStepReci
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from contextlib import nullcontext
@@ -27,9 +28,10 @@ import torch
 
 from core.fewstep import FewStepRecipe, rollout, sample_fewstep, to_x0
 from core.resample import HAAR
-from finetune.toolkit import EMA, DataOrder, Resumable, read_state, write_card
+from finetune.toolkit import EMA, DataOrder, Resumable, read_state
 
-from . import losses as L
+from .losses import (critic_loss, dmd_gradient, dmd_loss, draw_levels, hinge_d_loss, hinge_g_loss, noised,
+                     real_and_fake_x0, teach_loss)
 from .config import LABELS, DistillConfig, student_plan, validate_config
 from .models import (FeatureHead, TeacherFeatures, finetune_original, frozen, load_teacher, make_pairs,
                      merged_copy, teacher_guidance, trainable_copy, velocity_fn)
@@ -170,7 +172,7 @@ class Distiller:
 
     def _noise_draw(self, like: torch.Tensor):
         eps = torch.randn(like.shape, generator=self.g).to(self.device)
-        return eps, L.draw_levels(len(like), self.g, self.cfg.level_clamp).to(self.device)
+        return eps, draw_levels(len(like), self.g, self.cfg.level_clamp).to(self.device)
 
     # ------------------------------------------------------------------ steps
     def critic_step(self) -> dict:
@@ -179,22 +181,22 @@ class Distiller:
         x0, stage, _ = self.exit_sample(text, noise, grad=False)
         eps, pos = self._noise_draw(x0)
         if self.spec.adversarial:
-            fake = L.noised(x0, eps, pos, stage, True).x
+            fake = noised(x0, eps, pos, stage, True).x
             real_x0 = _down(ref, stage.level)
-            real = L.noised(real_x0, eps, pos, stage, True)
+            real = noised(real_x0, eps, pos, stage, True)
             sigma = real.sigma
             with torch.no_grad():
                 f_fake, grid = self.features(fake, sigma, text)
                 f_real, _ = self.features(real.x, sigma, text)
             d_real = self.critic(f_real, grid)
-            loss = L.hinge_d_loss(d_real, self.critic(f_fake, grid))
+            loss = hinge_d_loss(d_real, self.critic(f_fake, grid))
             if self.cfg.r1_weight > 0:
                 with torch.no_grad():
                     f_near, _ = self.features(real.x + 0.01 * torch.randn(real.x.shape, generator=self.g)
                                               .to(self.device), sigma, text)
                 loss = loss + self.cfg.r1_weight * torch.mean((d_real - self.critic(f_near, grid)) ** 2)
         else:
-            loss = L.critic_loss(velocity_fn(self.critic, text), x0, stage, eps, pos, self.spec.path)
+            loss = critic_loss(velocity_fn(self.critic, text), x0, stage, eps, pos, self.spec.path)
         loss.backward()
         norm = self._clip(self.critic_params)
         self.opt["critic"].step()
@@ -210,21 +212,21 @@ class Distiller:
         eps, pos = self._noise_draw(x0_hat)
         info = {"exit_level": exit_level, "exit_stage": stage.index, "x0": _stats(x0_hat.detach())}
         if self.spec.adversarial:
-            point = L.noised(x0_hat, eps, pos, stage, True)
+            point = noised(x0_hat, eps, pos, stage, True)
             feats, grid = self.features(point.x, point.sigma, text)
-            adv = L.hinge_g_loss(self.critic(feats, grid))
+            adv = hinge_g_loss(self.critic(feats, grid))
             recon = torch.mean((x0_hat - _down(ref, stage.level)) ** 2)
             loss = cfg.adv_weight * adv + cfg.recon_weight * recon
             info.update(adversarial=float(adv.detach()), reconstruction=float(recon.detach()))
         else:
             teacher = velocity_fn(self.teacher, text, self.empty, self.guidance[stage.index])
-            real, fake, _ = L.real_and_fake_x0(teacher, velocity_fn(self.critic, text), x0_hat, stage, eps, pos,
+            real, fake, _ = real_and_fake_x0(teacher, velocity_fn(self.critic, text), x0_hat, stage, eps, pos,
                                                self.spec.path, self.spec.conversion)
-            grad = L.dmd_gradient(x0_hat.detach(), real, fake)
-            loss = L.dmd_loss(x0_hat, grad)
+            grad = dmd_gradient(x0_hat.detach(), real, fake)
+            loss = dmd_loss(x0_hat, grad)
             info.update(dmd=float(loss.detach()), dmd_grad=float(grad.abs().mean()), teacher_x0=_stats(real))
             if cfg.teach_weight > 0:
-                teach = L.teach_loss(x0_hat, _down(ref, stage.level), cfg.teach_loss)
+                teach = teach_loss(x0_hat, _down(ref, stage.level), cfg.teach_loss)
                 loss = loss + cfg.teach_weight * teach
                 info["teach"] = float(teach.detach())
         for p in self.critic_params:  # the critic only scores here: no gradient for it
@@ -340,6 +342,14 @@ def train(cfg: DistillConfig | dict, on_step: Callable[[dict], bool | None] | No
             stopped["asked"] = True
         return stopped["asked"]
 
+    out = Path(cfg.out).expanduser()
+    saved = read_state(out / STATE_FILE)
+    if saved is not None and int(saved["step"]) >= cfg.steps and (out / "card.json").is_file():
+        Resumable([], key=resume_key(cfg), where=str(out)).check_key(saved.get("key"))
+        log(f"the distillation in {out} is done ({saved['step']} steps)")
+        return DistillResult("done", int(saved["step"]), out, list(saved["history"]),
+                             json.loads((out / "card.json").read_text()), time.perf_counter() - t_start,
+                             _snapshots(out))
     # 2-3. models, data, optimisers, state
     comps = components or build_components(cfg.base, cfg.device)
     try:
@@ -348,7 +358,6 @@ def train(cfg: DistillConfig | dict, on_step: Callable[[dict], bool | None] | No
         log(str(exc))
         return DistillResult("cancelled", 0, Path(cfg.out).expanduser(), [], {}, time.perf_counter() - t_start)
     step, iteration, history = 0, 0, []
-    saved = read_state(run.out / STATE_FILE)
     if saved is not None:
         step = run.state.restore(saved, path=run.out / STATE_FILE)
         iteration, history = int(saved["iteration"]), list(saved["history"])
@@ -386,17 +395,9 @@ def train(cfg: DistillConfig | dict, on_step: Callable[[dict], bool | None] | No
     if card is None and step > 0 and not (run.out / "card.json").is_file():
         card = run.checkpoint(step, iteration, history, complete=step >= cfg.steps)
     if card is None and (run.out / "card.json").is_file():
-        import json
-
         card = json.loads((run.out / "card.json").read_text())
-    snapshots = sorted(str(p) for p in (run.out / "steps").glob("*") if (p / "card.json").is_file())
-    return DistillResult(status, step, run.out, history, card or {}, time.perf_counter() - t_start, snapshots)
+    return DistillResult(status, step, run.out, history, card or {}, time.perf_counter() - t_start, _snapshots(run.out))
 
 
-def write_label(folder: str | Path, **extra) -> dict:
-    """Add fields to a written student's card (the mini-world recipe records its scores)."""
-    import json
-
-    card = json.loads((Path(folder) / "card.json").read_text())
-    card.update(extra)
-    return write_card(folder, card)
+def _snapshots(out: Path) -> list[str]:
+    return sorted(str(p) for p in (out / "steps").glob("*") if (p / "card.json").is_file())

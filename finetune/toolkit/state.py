@@ -210,7 +210,7 @@ class Resumable:
         """Load ``saved`` (from :func:`read_state`) into the weights, optimiser (unless
         ``optimizer`` is False, or the state holds none: a weights-only state), EMA, random
         streams and data order; returns its step. A state written with another key is refused."""
-        self._check_key(saved.get("key"))
+        self.check_key(saved.get("key"))
         if isinstance(self.weights, torch.nn.Module):
             self.weights.load_state_dict(saved["model"])
         else:
@@ -234,7 +234,8 @@ class Resumable:
             self.order.load_state_dict(streams["order"])
         return int(saved["step"])
 
-    def _check_key(self, saved) -> None:
+    def check_key(self, saved) -> None:
+        """Refuse (``error``) a saved key other than this run's own."""
         if self.key is None or saved == self.key or saved == json.loads(json.dumps(self.key)):
             return
         saved = saved or {}

@@ -19,7 +19,9 @@ def test_short_recipe_ships_a_loadable_mini_preset_and_pyramidal_checkpoint(tmp_
 
     cfg = RecipeConfig(work=str(tmp_path / "work"), ship=str(tmp_path / "ship"), seed_states=str(tmp_path / "none"),
                        vae_steps=2, vae_decoder_steps=1, pretrain_steps=10, pyramid_clips=3,
-                       pyramid_steps=1, clips=3, batch=3, warmup=2, save_every=5, threads=1)
+                       pyramid_steps=1, clips=3, batch=3, warmup=2, save_every=5, threads=1,
+                       distill_steps=2, distill_snapshots=2, distill_batch=2, distill_clips=3, distill_pairs=2,
+                       distill_eval_clips=2)
     before = os.environ.get("PWAN_MINI_PATH")
     out = run(cfg, log=lambda m: None)
     assert os.environ.get("PWAN_MINI_PATH") == before  # the recipe's folders are not left set for what runs next
@@ -40,11 +42,25 @@ def test_short_recipe_ships_a_loadable_mini_preset_and_pyramidal_checkpoint(tmp_
     assert tuned["boundaries"] == [0.8, 0.5] and tuned["config"]["bf16"] is False  # the recipe's windows
     assert tuned["jump"] == "carry" and tuned["config"]["stage_shares"] == [30, 30, 5]
     assert not (tmp_path / "ship" / "mini-pyramidal" / "state").exists()  # the resume state is not shipped
+    # phase 6: every student distilled and scored, the best pyramidal one shipped with its recipe
+    student = json.loads((tmp_path / "ship" / "mini-distilled" / "card.json").read_text())
+    assert out["mini_distilled"] == str(tmp_path / "ship" / "mini-distilled")
+    assert student["trained_for"] == "few-step" and student["recipe"]["schedule"] == "2-2-1"
+    runs = [(c["method"], c["plan"]) for c in student["selection"]["candidates"]]
+    assert runs == [("dmd-pt-star", "2-2-1"), ("dmd-pt", "2-2-1"), ("adversarial", "2-2-1"), ("dmd-ot", "2-2-1"),
+                    ("dmd-ot", "0-0-2"), ("dmd-ot", "0-0-1")]
+    assert all(sorted(c["checkpoints"]) == ["1", "2"] for c in student["selection"]["candidates"])  # JSON keys
+    assert student["selection"]["chosen"]["method"] in ("dmd-pt-star", "dmd-pt", "adversarial", "dmd-ot")
+    ask = GenerationRequest("a red circle moves to the right", model="mini", seed=0)  # no schedule: the recipe's
+    fast = load_pipeline("mini", checkpoint_dir=out["mini_distilled"]).generate(ask, preview=False)
+    assert fast.report["sampler"] == "few-step" and fast.report["plan"]["schedule"] == "2-2-1"
+    assert fast.frames.shape == (17, 128, 128, 3)
     # resuming a finished recipe does no more work and gives the same answer; a changed recommendation
     # reaches the finished checkpoint's card
     logs = []
     again = run(RecipeConfig(**{**cfg.__dict__, "pyramid_guidance": "2", "pyramid_jump": "fresh"}), log=logs.append)
     assert again["pretrain"]["steps"] == 10 and any("pyramidal finetune is done" in m for m in logs)
+    assert not any("teacher pairs" in m or "original on the low resolutions" in m for m in logs)  # nothing redone
     tuned = json.loads((tmp_path / "ship" / "mini-pyramidal" / "card.json").read_text())
     assert tuned["guidance"] == 2.0 and "guidance_per_stage" not in tuned and tuned["jump"] == "fresh"
     assert load_pipeline("mini", checkpoint_dir=out["mini_pyramidal"]).jump == "fresh"
