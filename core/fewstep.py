@@ -169,18 +169,21 @@ def sample_fewstep(
 def rollout(denoise: Denoiser, noise: torch.Tensor, plan: StagePlan, levels, until: int, conversion: str = "plain",
             generator: torch.Generator | None = None, resampler: HaarResampler = HAAR):
     """The state the student sees at level ``until`` (0-based, sampling order) when it runs the
-    levels before it: ``(x, stage, index in stage, sigma)``. Distillation's backward simulation
-    runs this without gradients, then the exit level with them."""
+    levels before it: ``(x, stage, index in stage, sigma, x0_low)``, ``x0_low`` the clean estimate
+    its stage started from (the last prediction of the stage below; None in the first stage).
+    Distillation's backward simulation runs this without gradients, then the exit level with them."""
     levels = check_levels(plan, levels)
     steps = level_list(plan, levels)
     if not 0 <= until < len(steps):
         raise ValueError(f"level {until} is outside the plan's {len(steps)} levels")
-    x = noise_to_stage0(noise, plan, resampler)
+    x, x0_low = noise_to_stage0(noise, plan, resampler), None
     for stage, i, sigma in steps[:until]:
         x0 = to_x0(x, sigma, denoise(x, sigma, stage).float(), stage, conversion, resampler)
         x = advance(x0, plan, levels, stage, i, generator, resampler)
+        if i == len(levels[stage.index]) - 1:
+            x0_low = x0
     stage, i, sigma = steps[until]
-    return x, stage, i, sigma
+    return x, stage, i, sigma, x0_low
 
 
 # ----------------------------------------------------------------------------- the recipe

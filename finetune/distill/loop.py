@@ -128,7 +128,8 @@ class Distiller:
         cfg, path = self.cfg, self.out / PAIRS_FILE
         n = cfg.pair_count()
         schedule = cfg.pair_schedule or ("20-20-10" if self.spec.teacher == "pyramidal" else "0-0-50")
-        key = {"n": n, "schedule": schedule, "seed": cfg.seed, "guidance": self.guidance, "clips": self.clips}
+        key = {"n": n, "schedule": schedule, "seed": cfg.seed, "guidance": self.guidance, "clips": self.clips,
+               "stages": self.plan.num_stages}
         saved = torch.load(path, weights_only=False) if path.is_file() else None
         if saved is not None and saved.get("key") == key:
             return saved
@@ -140,35 +141,38 @@ class Distiller:
         noise = torch.randn((n, self.channels, *self.shape[-1]), generator=g)
         texts = torch.stack([self.data.text[int(i)] for i in text_index]).to(self.device)
         jump = (self.teacher_card or {}).get("jump", "carry")
-        x0 = make_pairs(self.teacher, texts, self.empty, plan, noise.to(self.device), cfg.seed, jump, log)
-        pairs = {"key": key, "noise": noise, "x0": x0, "text_index": text_index}
+        per_stage = make_pairs(self.teacher, texts, self.empty, plan, noise.to(self.device), cfg.seed, jump, log)
+        if len(per_stage) != self.plan.num_stages:  # another stage count: the final sample, block-averaged
+            per_stage = [_down(per_stage[-1], st.level) for st in self.plan.stages]
+        pairs = {"key": key, "noise": noise, "x0": per_stage, "text_index": text_index}
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(pairs, path)
         return pairs
 
     def draw(self):
         """A batch: prompt embeddings, full-resolution noise, and the teacher's sample from that
-        noise (with pairs) or None."""
+        noise at every stage's resolution (with pairs; else None)."""
         idx = self.order.take(self.cfg.batch)
         if self.pairs is not None:
             text = torch.stack([self.data.text[int(self.pairs["text_index"][i])] for i in idx])
             return (text.to(self.device), self.pairs["noise"][idx].to(self.device),
-                    self.pairs["x0"][idx].to(self.device))
+                    [x[idx].to(self.device) for x in self.pairs["x0"]])
         text = torch.stack([self.data.text[i] for i in idx]).to(self.device)
         noise = torch.randn((len(idx), self.channels, *self.shape[-1]), generator=self.g).to(self.device)
         return text, noise, None
 
     def exit_sample(self, text, noise, grad: bool):
         """Backward simulation: the levels before a random exit level without gradients, then the
-        exit level's ``x0_hat`` (with its graph when ``grad``) and its stage."""
+        exit level's ``x0_hat`` (with its graph when ``grad``), its stage, the level, and the clean
+        estimate the stage started from (None in the first stage)."""
         exit_level = int(torch.randint(self.recipe.steps, (1,), generator=self.g))
         student = velocity_fn(self.student, text)
         with torch.no_grad():
-            x, stage, _, sigma = rollout(lambda xs, s, st: student(xs, s), noise, self.plan, self.levels, exit_level,
-                                         self.spec.conversion, self.g)
+            x, stage, _, sigma, low = rollout(lambda xs, s, st: student(xs, s), noise, self.plan, self.levels,
+                                              exit_level, self.spec.conversion, self.g)
         with nullcontext() if grad else torch.no_grad():
             x0_hat = to_x0(x, sigma, student(x, sigma), stage, self.spec.conversion)
-        return x0_hat, stage, exit_level
+        return x0_hat, stage, exit_level, low
 
     def _noise_draw(self, like: torch.Tensor):
         eps = torch.randn(like.shape, generator=self.g).to(self.device)
@@ -178,12 +182,12 @@ class Distiller:
     def critic_step(self) -> dict:
         """Fit the fake score (or the discriminator) to a fresh, detached student sample."""
         text, noise, ref = self.draw()
-        x0, stage, _ = self.exit_sample(text, noise, grad=False)
+        x0, stage, _, low = self.exit_sample(text, noise, grad=False)
         eps, pos = self._noise_draw(x0)
         if self.spec.adversarial:
-            fake = noised(x0, eps, pos, stage, True).x
-            real_x0 = _down(ref, stage.level)
-            real = noised(real_x0, eps, pos, stage, True)
+            k = stage.index
+            fake = noised(x0, eps, pos, stage, True, low).x
+            real = noised(ref[k], eps, pos, stage, True, ref[k - 1] if k else None)
             sigma = real.sigma
             with torch.no_grad():
                 f_fake, grid = self.features(fake, sigma, text)
@@ -196,7 +200,7 @@ class Distiller:
                                               .to(self.device), sigma, text)
                 loss = loss + self.cfg.r1_weight * torch.mean((d_real - self.critic(f_near, grid)) ** 2)
         else:
-            loss = critic_loss(velocity_fn(self.critic, text), x0, stage, eps, pos, self.spec.path)
+            loss = critic_loss(velocity_fn(self.critic, text), x0, stage, eps, pos, self.spec.path, low)
         loss.backward()
         norm = self._clip(self.critic_params)
         self.opt["critic"].step()
@@ -208,25 +212,25 @@ class Distiller:
         terms of the adversarial method."""
         cfg = self.cfg
         text, noise, ref = self.draw()
-        x0_hat, stage, exit_level = self.exit_sample(text, noise, grad=True)
+        x0_hat, stage, exit_level, low = self.exit_sample(text, noise, grad=True)
         eps, pos = self._noise_draw(x0_hat)
         info = {"exit_level": exit_level, "exit_stage": stage.index, "x0": _stats(x0_hat.detach())}
         if self.spec.adversarial:
-            point = noised(x0_hat, eps, pos, stage, True)
+            point = noised(x0_hat, eps, pos, stage, True, low)
             feats, grid = self.features(point.x, point.sigma, text)
             adv = hinge_g_loss(self.critic(feats, grid))
-            recon = torch.mean((x0_hat - _down(ref, stage.level)) ** 2)
+            recon = torch.mean((x0_hat - ref[stage.index]) ** 2)
             loss = cfg.adv_weight * adv + cfg.recon_weight * recon
             info.update(adversarial=float(adv.detach()), reconstruction=float(recon.detach()))
         else:
             teacher = velocity_fn(self.teacher, text, self.empty, self.guidance[stage.index])
             real, fake, _ = real_and_fake_x0(teacher, velocity_fn(self.critic, text), x0_hat, stage, eps, pos,
-                                               self.spec.path, self.spec.conversion)
+                                             self.spec.path, self.spec.conversion, low)
             grad = dmd_gradient(x0_hat.detach(), real, fake)
             loss = dmd_loss(x0_hat, grad)
             info.update(dmd=float(loss.detach()), dmd_grad=float(grad.abs().mean()), teacher_x0=_stats(real))
             if cfg.teach_weight > 0:
-                teach = teach_loss(x0_hat, _down(ref, stage.level), cfg.teach_loss)
+                teach = teach_loss(x0_hat, ref[stage.index], cfg.teach_loss)
                 loss = loss + cfg.teach_weight * teach
                 info["teach"] = float(teach.detach())
         for p in self.critic_params:  # the critic only scores here: no gradient for it
@@ -258,7 +262,7 @@ class Distiller:
         noise = torch.randn((EVAL_SEEDS, self.channels, *self.shape[-1]), generator=g).to(self.device)
         if teacher and self.pairs is not None:
             same = [i for i in range(len(self.pairs["noise"])) if int(self.pairs["text_index"][i]) == 0]
-            x = self.pairs["x0"][same[:EVAL_SEEDS]].to(self.device)
+            x = self.pairs["x0"][-1][same[:EVAL_SEEDS]].to(self.device)
         else:
             guide = self.guidance if teacher else [1.0] * self.plan.num_stages
 

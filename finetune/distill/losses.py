@@ -37,14 +37,22 @@ def draw_levels(batch: int, generator: torch.Generator, clamp: float) -> torch.T
     return clamp + (1.0 - 2.0 * clamp) * torch.rand(batch, generator=generator)
 
 
-def noised(x0: torch.Tensor, eps: torch.Tensor, position: torch.Tensor, stage, path: bool) -> Noised:
+def noised(x0: torch.Tensor, eps: torch.Tensor, position: torch.Tensor, stage, path: bool,
+           low: torch.Tensor | None = None) -> Noised:
     """``x0`` (clean, at ``stage``'s resolution) at ``position`` in ``stage``'s window: on the
-    stage's own path (its start ``s * up(down(x0)) + (1 - s) * eps``), or by the forward process
-    ``(1 - t) x0 + t eps`` at the same global level ``t`` (``path=False``)."""
+    stage's own path, from ``s * up(low) + (1 - s) * eps`` to its end, or by the forward process
+    ``(1 - t) x0 + t eps`` at the same global level ``t`` (``path=False``).
+
+    ``low`` is the clean video one stage down that the stage started from: the student's own
+    last prediction there, or the teacher's. The pyramidal teacher learned its paths from clips
+    encoded at each resolution, which differ a lot from block means of the finer latent (44% and
+    72% relative squared error on the mini world), so ``down(x0)`` (the fallback) puts the point
+    where the teacher never looked."""
     position = position.to(x0.device, x0.dtype)
     if path:
-        low = HAAR.down_signal(x0) if stage.sigma_start < 1.0 else None
-        x, sigma, target = pyramidal_target(x0, low, eps, position, stage)
+        if stage.sigma_start < 1.0 and low is None:
+            low = HAAR.down_signal(x0)
+        x, sigma, target = pyramidal_target(x0, low if stage.sigma_start < 1.0 else None, eps, position, stage)
         return Noised(x, sigma, target, stage)
     t = stage.sigma_end + position * (stage.sigma_start - stage.sigma_end)
     x, sigma, target = pyramidal_target(x0, None, eps, t, FORWARD)
@@ -66,21 +74,22 @@ def dmd_loss(x0_hat: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
 
 
 def real_and_fake_x0(teacher, critic, x0_hat: torch.Tensor, stage, eps: torch.Tensor, position: torch.Tensor,
-                     path: bool, conversion: str) -> tuple[torch.Tensor, torch.Tensor, Noised]:
-    """Both scores' clean estimates at the same re-noised point of the detached ``x0_hat``;
-    ``teacher(x, sigma)`` is guided, ``critic(x, sigma)`` is not."""
+                     path: bool, conversion: str, low: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, Noised]:
+    """Both scores' clean estimates at the same re-noised point of the detached ``x0_hat``
+    (``low``: see :func:`noised`); ``teacher(x, sigma)`` is guided, ``critic(x, sigma)`` is not."""
     with torch.no_grad():
-        point = noised(x0_hat.detach(), eps, position, stage, path)
+        point = noised(x0_hat.detach(), eps, position, stage, path, low)
         real = to_x0(point.x, point.sigma, teacher(point.x, point.sigma).float(), point.window, conversion)
         fake = to_x0(point.x, point.sigma, critic(point.x, point.sigma).float(), point.window, conversion)
     return real, fake, point
 
 
 def critic_loss(critic, x0: torch.Tensor, stage, eps: torch.Tensor, position: torch.Tensor,
-                path: bool) -> torch.Tensor:
+                path: bool, low: torch.Tensor | None = None) -> torch.Tensor:
     """Flow matching of the critic on a detached student sample with the teacher's target form
     (the pyramidal target on the stage's path, ``eps - x0`` for the forward process)."""
-    point = noised(x0.detach(), eps, position, stage, path)
+    point = noised(x0.detach(), eps, position, stage, path, low)
     return torch.mean((critic(point.x, point.sigma).float() - point.target) ** 2)
 
 

@@ -195,20 +195,25 @@ class TeacherFeatures:
 
 # ----------------------------------------------------------------------------- pairs
 def make_pairs(teacher: nn.Module, texts: torch.Tensor, empty: torch.Tensor, plan, noise: torch.Tensor,
-               seed: int, jump: str, log, batch: int = 16) -> torch.Tensor:
-    """The teacher's samples (full resolution) from ``noise`` with its own many-step sampler and
-    guidance (``plan``'s), one per row of ``texts``."""
+               seed: int, jump: str, log, batch: int = 16) -> list[torch.Tensor]:
+    """The teacher's samples from ``noise`` with its own many-step sampler and guidance
+    (``plan``'s), one per row of ``texts``: its clean estimate at the end of every stage, lowest
+    first (the last one is the sample itself)."""
     from core.sampler import sample_pyramid
 
-    out = []
+    out: list[list[torch.Tensor]] = [[] for _ in plan.stages]
     for i in range(0, len(noise), batch):
         text, x = texts[i:i + batch], noise[i:i + batch]
 
         def denoise(xs, sigma, stage, text=text):
             return velocity_fn(teacher, text, empty, stage.guidance)(xs, sigma)
 
+        def keep(stage, _x, denoised):
+            out[stage.index].append(denoised.cpu())
+
         with torch.no_grad():
-            out.append(sample_pyramid(denoise, x, plan, generator=torch.Generator("cpu").manual_seed(seed + i),
-                                      jump_mode=jump).cpu())
+            final = sample_pyramid(denoise, x, plan, generator=torch.Generator("cpu").manual_seed(seed + i),
+                                   jump_mode=jump, on_stage_end=keep)
+        out[-1][-1] = final.cpu()
         log(f"teacher pairs: {min(i + batch, len(noise))}/{len(noise)}")
-    return torch.cat(out)
+    return [torch.cat(parts) for parts in out]

@@ -139,12 +139,17 @@ def test_rollout_stops_at_the_exit_level_with_the_state_the_sampler_had_there():
     x0_full, noise = torch.randn(FULL, generator=g0), torch.randn(FULL, generator=g0)
     denoise = _oracle(x0_full, PLAN)
     states = []
-    sample_fewstep(lambda x, s, st: (states.append(x.clone()), denoise(x, s, st))[1], noise, PLAN,
+    sample_fewstep(lambda x, s, st: (states.append(x.clone()), denoise(x, s, st))[1], noise, PLAN, conversion="exact",
                    generator=torch.Generator().manual_seed(9))
     for until in range(PLAN.total_steps):
-        x, stage, i, sigma = rollout(denoise, noise, PLAN, None, until, generator=torch.Generator().manual_seed(9))
+        x, stage, i, sigma, low = rollout(denoise, noise, PLAN, None, until, conversion="exact",
+                                          generator=torch.Generator().manual_seed(9))
         assert torch.equal(x, states[until])
         assert (stage.index, i) == [(st.index, j) for st, j, _ in level_list(PLAN, default_levels(PLAN))][until]
+        if stage.index == 0:
+            assert low is None
+        else:  # the stage below's last prediction: the clean video there (a perfect student)
+            assert torch.allclose(low, _down(x0_full, stage.level + 1), atol=1e-3)
     with pytest.raises(ValueError, match="outside"):
         rollout(denoise, noise, PLAN, None, 5)
 

@@ -8,6 +8,8 @@ re-noising and x0 conversion the training loop uses."""
 import pytest
 import torch
 
+from core.resample import HAAR
+
 from core import StagePlan
 from finetune.distill.losses import dmd_gradient, dmd_loss, draw_levels, real_and_fake_x0
 
@@ -100,3 +102,10 @@ def test_noising_puts_a_sample_inside_the_exit_stages_window(path):
         t = expected.view(-1, 1, 1, 1, 1)
         assert torch.allclose(point.x, (1 - t) * x0 + t * eps, atol=1e-6)
         assert torch.allclose(point.target, eps - x0, atol=1e-6)
+    else:  # the stage's own path; its start from the clean video the stage started from
+        low = torch.randn(4, 16, 2, 2, 2)
+        start = noised(x0, eps, torch.ones(4), stage, path, low).x
+        s = 1.0 - stage.sigma_start
+        assert torch.allclose(start, s * HAAR.up(low) + (1 - s) * eps, atol=1e-5)
+        fallback = noised(x0, eps, torch.ones(4), stage, path).x  # without it: block means of x0
+        assert torch.allclose(fallback, s * HAAR.up(HAAR.down_signal(x0)) + (1 - s) * eps, atol=1e-5)
