@@ -5,7 +5,8 @@ A student runs a handful of *levels* per stage. At each level it predicts the ve
 stage), and then:
 
 * the stage goes on to its next level ``sigma'``: ``x0_hat`` is put back on **the stage's own
-  path** at ``sigma'`` with fresh noise (the §7 path the pyramidal model was trained on; for a
+  path** at ``sigma'`` with fresh noise: the §7 path the pyramidal model was trained on, from
+  ``s * up(x0_low) + (1 - s) * eps``, ``x0_low`` the estimate the stage started from (for a
   one-stage plan the usual ``(1 - sigma') x0_hat + sigma' eps``);
 * the stage ends: the next stage starts from ``s * up(x0_hat) + (1 - s) * eps``
   (:func:`core.resample.fresh_jump`);
@@ -34,7 +35,7 @@ from .resample import HAAR, HaarResampler, _randn, fresh_jump, stage_endpoints
 from .sampler import Denoiser, noise_to_stage0
 
 #: ``x0_hat`` from the velocity: "plain" ``x - sigma * F`` everywhere (PT*, OT and one-stage
-#: students), or "exact" per band inside a pyramid stage (pyramid.md §8; PT).
+#: students), or "exact" inside a pyramid stage (PT; :func:`to_x0`).
 CONVERSIONS = ("plain", "exact")
 TRAINED_FOR = "few-step"  # a distilled checkpoint card's ``trained_for``
 
@@ -99,35 +100,51 @@ def _per_sample(sigma, like: torch.Tensor) -> torch.Tensor | float:
 
 
 def to_x0(x: torch.Tensor, sigma, velocity: torch.Tensor, stage: Stage, conversion: str = "plain",
-          resampler: HaarResampler = HAAR) -> torch.Tensor:
-    """``x0_hat`` of a state ``x`` at ``sigma`` (a float or one per sample) on ``stage``'s path."""
+          resampler: HaarResampler = HAAR, low: torch.Tensor | None = None) -> torch.Tensor:
+    """``x0_hat`` of a state ``x`` at ``sigma`` (a float or one per sample) on ``stage``'s path.
+
+    "exact" with ``low`` (the clean video one stage down the stage started from): on the path
+    ``x - sigma * F = ((1 - sigma_end) sigma_start x0 - sigma_end s up(low)) / (sigma_start -
+    sigma_end)``, solved for ``x0``. Without ``low``, pyramid.md §8's per-band form, which assumes
+    ``low = down(x0)``; a model trained on clips encoded at each resolution breaks that assumption
+    (``tests/core/test_fewstep.py`` shows the per-band form missing where this one does not)."""
     if conversion not in CONVERSIONS:
         raise ValueError(f"conversion must be one of {', '.join(CONVERSIONS)}; got {conversion!r}")
     x0 = x - _per_sample(sigma, x) * velocity
     gain = high_band_gain(stage)
     if conversion == "plain" or abs(gain - 1.0) < 1e-9:
         return x0
+    if low is not None:
+        width = stage.sigma_start - stage.sigma_end
+        s = 1.0 - stage.sigma_start
+        return (x0 + (stage.sigma_end * s / width) * resampler.up(low)) / gain
     return x0 - (1.0 - 1.0 / gain) * resampler.high_band(x0)
 
 
 def on_stage_path(x0: torch.Tensor, eps: torch.Tensor, sigma, stage: Stage,
-                  resampler: HaarResampler = HAAR) -> torch.Tensor:
+                  resampler: HaarResampler = HAAR, low: torch.Tensor | None = None) -> torch.Tensor:
     """The point at ``sigma`` (a float or one per sample, inside the stage's window) of the stage's
-    straight path from ``s * up(down(x0)) + (1 - s) * eps`` to ``(1 - sigma_end) * x0 + sigma_end * eps``."""
-    low = resampler.down_signal(x0) if stage.sigma_start < 1.0 else None
+    straight path from ``s * up(low) + (1 - s) * eps`` to ``(1 - sigma_end) * x0 + sigma_end * eps``;
+    ``low`` is the clean video one stage down the stage started from (default ``down(x0)``)."""
+    if stage.sigma_start >= 1.0:
+        low = None
+    elif low is None:
+        low = resampler.down_signal(x0)
     y_start, y_end = stage_endpoints(x0, low, eps, stage, resampler)
     rho = (_per_sample(sigma, x0) - stage.sigma_end) / (stage.sigma_start - stage.sigma_end)
     return rho * y_start + (1.0 - rho) * y_end
 
 
 def advance(x0: torch.Tensor, plan: StagePlan, levels, stage: Stage, index: int,
-            generator: torch.Generator | None = None, resampler: HaarResampler = HAAR) -> torch.Tensor:
+            generator: torch.Generator | None = None, resampler: HaarResampler = HAAR,
+            low: torch.Tensor | None = None) -> torch.Tensor:
     """The state after level ``index`` of ``stage`` predicted ``x0``: the stage's next level with
-    fresh noise, the next stage's start, or ``x0`` itself after the last level of the plan."""
+    fresh noise (on the path from ``low``, the estimate the stage started from), the next stage's
+    start, or ``x0`` itself after the last level of the plan."""
     stage_levels = levels[stage.index]
     if index + 1 < len(stage_levels):
         eps = _randn(x0.shape, x0, generator)
-        return on_stage_path(x0, eps, stage_levels[index + 1], stage, resampler)
+        return on_stage_path(x0, eps, stage_levels[index + 1], stage, resampler, low)
     if stage.index + 1 < plan.num_stages:
         return fresh_jump(x0, 1.0 - stage.sigma_end, generator, resampler)[0]
     return x0
@@ -151,11 +168,13 @@ def sample_fewstep(
     stage's last prediction (for previews)."""
     levels = check_levels(plan, levels)
     steps = level_list(plan, levels)
-    x = noise_to_stage0(noise, plan, resampler)
+    x, low = noise_to_stage0(noise, plan, resampler), None
     for done, (stage, i, sigma) in enumerate(steps, start=1):
-        x0 = to_x0(x, sigma, denoise(x, sigma, stage).float(), stage, conversion, resampler)
-        x = advance(x0, plan, levels, stage, i, generator, resampler)
+        x0 = to_x0(x, sigma, denoise(x, sigma, stage).float(), stage, conversion, resampler, low)
+        x = advance(x0, plan, levels, stage, i, generator, resampler, low)
         last_in_stage = i == len(levels[stage.index]) - 1
+        if last_in_stage:
+            low = x0  # the next stage starts from it
         nxt = steps[done][2] if done < len(steps) else 0.0
         if callback is not None and callback({"stage": stage.index, "stages": plan.num_stages, "step": i + 1,
                                               "steps": stage.steps, "sigma": nxt, "fraction": done / len(steps),
@@ -178,8 +197,8 @@ def rollout(denoise: Denoiser, noise: torch.Tensor, plan: StagePlan, levels, unt
         raise ValueError(f"level {until} is outside the plan's {len(steps)} levels")
     x, x0_low = noise_to_stage0(noise, plan, resampler), None
     for stage, i, sigma in steps[:until]:
-        x0 = to_x0(x, sigma, denoise(x, sigma, stage).float(), stage, conversion, resampler)
-        x = advance(x0, plan, levels, stage, i, generator, resampler)
+        x0 = to_x0(x, sigma, denoise(x, sigma, stage).float(), stage, conversion, resampler, x0_low)
+        x = advance(x0, plan, levels, stage, i, generator, resampler, x0_low)
         if i == len(levels[stage.index]) - 1:
             x0_low = x0
     stage, i, sigma = steps[until]

@@ -171,7 +171,7 @@ class Distiller:
             x, stage, _, sigma, low = rollout(lambda xs, s, st: student(xs, s), noise, self.plan, self.levels,
                                               exit_level, self.spec.conversion, self.g)
         with nullcontext() if grad else torch.no_grad():
-            x0_hat = to_x0(x, sigma, student(x, sigma), stage, self.spec.conversion)
+            x0_hat = to_x0(x, sigma, student(x, sigma), stage, self.spec.conversion, low=low)
         return x0_hat, stage, exit_level, low
 
     def _noise_draw(self, like: torch.Tensor):

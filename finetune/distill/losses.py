@@ -80,8 +80,8 @@ def real_and_fake_x0(teacher, critic, x0_hat: torch.Tensor, stage, eps: torch.Te
     (``low``: see :func:`noised`); ``teacher(x, sigma)`` is guided, ``critic(x, sigma)`` is not."""
     with torch.no_grad():
         point = noised(x0_hat.detach(), eps, position, stage, path, low)
-        real = to_x0(point.x, point.sigma, teacher(point.x, point.sigma).float(), point.window, conversion)
-        fake = to_x0(point.x, point.sigma, critic(point.x, point.sigma).float(), point.window, conversion)
+        real = to_x0(point.x, point.sigma, teacher(point.x, point.sigma).float(), point.window, conversion, low=low)
+        fake = to_x0(point.x, point.sigma, critic(point.x, point.sigma).float(), point.window, conversion, low=low)
     return real, fake, point
 
 

@@ -86,6 +86,24 @@ def test_exact_conversion_recovers_each_band_and_plain_inflates_the_middle_stage
         assert not torch.allclose(plain, x0, atol=1e-2)
 
 
+def test_exact_conversion_given_the_stages_start_holds_where_the_per_band_form_misses():
+    """A model trained on clips encoded at each resolution starts its stage from a low-resolution
+    video that is not the block mean of the finer one. Knowing that start, the exact conversion
+    recovers x0; pyramid.md §8's per-band form (which assumes the block mean) does not."""
+    g = torch.Generator().manual_seed(4)
+    middle = PLAN.stages[1]
+    x0 = torch.randn(2, 16, 3, 4, 4, generator=g)
+    low = resample.down_signal(x0) + 0.7 * torch.randn(2, 16, 2, 2, 2, generator=g)  # not the block mean
+    eps = torch.randn(x0.shape, generator=g)
+    s, width = 1.0 - middle.sigma_start, middle.sigma_start - middle.sigma_end
+    for sigma in (middle.sigma_start, 0.7, 0.55):
+        x = on_stage_path(x0, eps, sigma, middle, low=low)
+        y_start, y_end = s * resample.up(low) + (1 - s) * eps, (1 - middle.sigma_end) * x0 + middle.sigma_end * eps
+        v = (y_start - y_end) / width  # what a model trained on such paths predicts, given x0 and eps
+        assert torch.allclose(to_x0(x, sigma, v, middle, "exact", low=low), x0, atol=1e-4)
+        assert not torch.allclose(to_x0(x, sigma, v, middle, "exact"), x0, atol=1e-2)
+
+
 def test_stage_path_of_a_one_stage_plan_is_the_usual_forward_process():
     stage = StagePlan.parse("0-0-2", guidance=1.0).stages[0]
     x0, eps = torch.randn(1, 16, 5, 4, 4), torch.randn(1, 16, 5, 4, 4)
