@@ -57,9 +57,11 @@ def run_config(cfg, method: str, plan: str, out: Path):
 
     spec = SPECS[method]
     settings = dict(RUN_SETTINGS[method])
+    stages = len([p for p in plan.split("-") if p != "0"])
     if not spec.adversarial:
-        stages = len([p for p in plan.split("-") if p != "0"])
         settings["teacher_guidance"] = [1.0] * (stages - 1) + [DMD_GUIDANCE]
+    if spec.teacher == "original" and stages > 1:  # the original knows no jumps: start from the pyramidal model
+        settings["student_init"] = str(Path(cfg.ship) / "mini-pyramidal")
     if cfg.distill_batch:
         settings["batch"] = cfg.distill_batch
     if "ot_steps" in settings:

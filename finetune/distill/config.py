@@ -47,6 +47,9 @@ class DistillConfig:
     base: str = setting("tiny", help="base model preset: the original model")
     teacher: str = setting("", help="the pyramidal teacher's checkpoint folder (dmd-pt, dmd-pt-star, "
                                     "adversarial); dmd-ot's teacher is the base model")
+    student_init: str = setting("", help="checkpoint folder the student starts from (default: a copy of the "
+                                         "teacher; dmd-ot's pyramidal students start better from the pyramidal "
+                                         "model, which knows the stages' jumps)")
     student_plan: str = setting("2-2-1", help="the student's steps per stage, lowest resolution first "
                                               "(2-2-1, 1-1-1; 0-0-2 or 0-0-1: a conventional student)")
     boundaries: list[float] | None = setting(None, example="noise levels like 0.8,0.5",
@@ -158,6 +161,9 @@ def validate_config(cfg: DistillConfig | dict, *, check_data: bool = True) -> Di
             raise ConfigError(f"teacher {cfg.teacher!r} is not a checkpoint folder (no card.json)", "teacher")
     elif cfg.teacher.strip():
         raise ConfigError("dmd-ot's teacher is the base model: leave teacher empty", "teacher")
+    if cfg.student_init.strip() and check_data and not (Path(cfg.student_init).expanduser() / "card.json").is_file():
+        raise ConfigError(f"student_init {cfg.student_init!r} is not a checkpoint folder (no card.json)",
+                          "student_init")
     if cfg.teacher_guidance is not None and len(cfg.teacher_guidance) not in (1, plan.num_stages):
         raise ConfigError(f"teacher_guidance needs one value or one per stage ({plan.num_stages})",
                           "teacher_guidance")

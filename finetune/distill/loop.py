@@ -33,8 +33,8 @@ from finetune.toolkit import EMA, DataOrder, Resumable, read_state
 from .losses import (critic_loss, dmd_gradient, dmd_loss, draw_levels, hinge_d_loss, hinge_g_loss, noised,
                      real_and_fake_x0, teach_loss)
 from .config import LABELS, DistillConfig, student_plan, validate_config
-from .models import (FeatureHead, TeacherFeatures, finetune_original, frozen, load_teacher, make_pairs,
-                     merged_copy, teacher_guidance, trainable_copy, velocity_fn)
+from .models import (FeatureHead, TeacherFeatures, finetune_original, frozen, load_student_start, load_teacher,
+                     make_pairs, merged_copy, teacher_guidance, trainable_copy, velocity_fn)
 
 STATE_FILE = Path("state") / "state.pt"
 PAIRS_FILE = "pairs.pt"
@@ -96,7 +96,8 @@ class Distiller:
         self.guidance = teacher_guidance(cfg, self.teacher_card, self.plan.num_stages)
         self.pairs = self._pairs(log) if cfg.uses_pairs() else None
         # 3. student, critic (or feature head), optimisers, EMA, resumable state
-        self.student = trainable_copy(self.teacher, cfg).to(self.device)
+        start = load_student_start(cfg, comps.transformer).to(self.device) if cfg.student_init else self.teacher
+        self.student = trainable_copy(start, cfg).to(self.device)
         self.g = torch.Generator("cpu").manual_seed(cfg.seed + 7919)
         if self.spec.adversarial:
             blocks = cfg.adv_blocks or list(range(max(0, len(self.teacher.blocks) - 3), len(self.teacher.blocks)))
@@ -297,6 +298,7 @@ class Distiller:
                                                                           else cfg.base),
                         "low_res_finetune_steps": cfg.ot_steps if self.spec.teacher == "original"
                         and self.plan.num_stages > 1 else 0},
+            "student_init": Path(cfg.student_init).name if cfg.student_init else "the teacher",
             "steps": step, "target_steps": cfg.steps, "complete": complete, "ema": self.ema is not None,
             "lora_rank": cfg.lora_rank, "shape": [cfg.frames, cfg.height, cfg.width],
             "data": {"source": cfg.data, "clips": self.clips},
@@ -325,9 +327,12 @@ class Distiller:
 
 
 def resume_key(cfg: DistillConfig) -> dict:
-    return {k: getattr(cfg, k) for k in ("method", "base", "teacher", "student_plan", "boundaries", "data", "batch",
-                                         "critic_steps", "warmup", "lora_rank", "seed", "frames", "height", "width",
-                                         "pairs", "pair_schedule", "adv_blocks", "ot_steps")}
+    key = {k: getattr(cfg, k) for k in ("method", "base", "teacher", "student_plan", "boundaries", "data", "batch",
+                                        "critic_steps", "warmup", "lora_rank", "seed", "frames", "height", "width",
+                                        "pairs", "pair_schedule", "adv_blocks", "ot_steps")}
+    if cfg.student_init:  # only when set: runs from before the setting keep their key
+        key["student_init"] = cfg.student_init
+    return key
 
 
 def train(cfg: DistillConfig | dict, on_step: Callable[[dict], bool | None] | None = None,

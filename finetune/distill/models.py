@@ -63,6 +63,20 @@ def load_teacher(cfg: DistillConfig, base_transformer: nn.Module) -> tuple[nn.Mo
         raise ConfigError(f"the teacher cannot be loaded: {exc}", "teacher") from None
 
 
+def load_student_start(cfg: DistillConfig, base_transformer: nn.Module) -> nn.Module:
+    """The checkpoint ``student_init`` names, over the base (the student then starts from it)."""
+    from core.checkpoints import apply_checkpoint, read_card
+    from core.errors import ModelLoadError
+
+    try:
+        if read_card(cfg.student_init)["base"] != cfg.base:
+            raise ConfigError(f"student_init {Path(cfg.student_init).name} was not trained over {cfg.base!r}",
+                              "student_init")
+        return apply_checkpoint(copy.deepcopy(base_transformer), cfg.student_init)
+    except ModelLoadError as exc:
+        raise ConfigError(f"the student's start cannot be loaded: {exc}", "student_init") from None
+
+
 def teacher_guidance(cfg: DistillConfig, card: dict | None, stages: int) -> list[float]:
     """One guidance per student stage: the setting, else the teacher card's (or the base preset's)
     recommendation (:func:`core.resolve_guidance`)."""

@@ -98,6 +98,25 @@ def test_a_conventional_student_is_the_one_stage_case_of_dmd_ot(config, tmp_path
     assert len(card["recipe"]["levels"][0]) == 2
 
 
+def test_a_student_may_start_from_another_checkpoint_than_its_teacher(config, teacher_dir, tmp_path):
+    """dmd-ot: the teacher is the original; the pyramidal student may start from the pyramidal model."""
+    from core.checkpoints import save_checkpoint
+    from core.presets import build_components
+
+    other = tmp_path / "start"
+    base = build_components("tiny", "cpu").transformer
+    with torch.no_grad():
+        for p in base.parameters():
+            p.add_(0.05)
+    save_checkpoint(other, base, {"base": "tiny", "name": "start"})
+    result = train(config("dmd-ot", steps=1, student_init=str(other), lr=1e-9), log=lambda m: None)
+    student, start = _weights(result.out), _weights(other)
+    assert all(torch.allclose(student[k], start[k], atol=1e-5) for k in start)  # it moved by a hair only
+    assert result.card["student_init"] == "start" and result.card["teacher"]["kind"] == "original"
+    with pytest.raises(ConfigError, match="student_init"):
+        validate_config(config("dmd-ot", student_init=str(tmp_path / "nowhere")))
+
+
 def test_dmd_ot_finetunes_the_original_on_the_low_resolutions_once(config):
     cfg = config("dmd-ot", steps=1, teach_weight=0.0, pairs=0)
     logs = []
