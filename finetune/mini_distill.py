@@ -6,8 +6,9 @@ shipped as ``models/mini-distilled``.
 A run is ``method:plan`` (``dmd-pt-star:2-2-1``). Its settings are :data:`RUN_SETTINGS` (the
 measurements behind them are in docs/experiments.md) scaled by the recipe's ``distill_steps``.
 Every kept checkpoint is scored on ``distill_eval_clips`` table prompts at seeds the table never
-uses (so the choice does not fit the table's own noise): adherence (all three attributes) first,
-then the Frechet distance to the original's samples from the same seeds. Scores are cached beside
+uses (so the choice does not fit the table's own noise): among checkpoints within 5 points of the
+original's adherence (all three attributes), the smallest Frechet distance to the original's
+samples from the same seeds (:func:`rank`). Scores are cached beside
 each run, so a resumed recipe scores only what is new.
 """
 
@@ -65,7 +66,7 @@ def run_config(cfg, method: str, plan: str, out: Path):
     if cfg.distill_batch:
         settings["batch"] = cfg.distill_batch
     if "ot_steps" in settings:
-        settings["ot_steps"] = min(settings["ot_steps"], max(1, cfg.distill_steps))
+        settings["ot_steps"] = min(settings["ot_steps"], max(1, 2 * cfg.distill_steps))
     return DistillConfig(
         method=method, base="mini", teacher=str(Path(cfg.ship) / "mini-pyramidal") if spec.teacher == "pyramidal" else "",
         student_plan=plan, boundaries=[float(b) for b in cfg.pyramid_boundaries.split(",")] if plan[0] != "0" else None,
@@ -116,9 +117,22 @@ def score_checkpoint(folder: Path, ref: dict, clips: int) -> dict:
     return out
 
 
-def best_of(scored: list[tuple[str, dict]]) -> tuple[str, dict]:
-    """Highest adherence, then the smallest distance to the original."""
-    return max(scored, key=lambda item: (round(item[1]["all"], 6), -item[1]["fd_original"]))
+#: A checkpoint whose all-three adherence is within this of the original's (at the selection seeds)
+#: keeps the original's quality; among those the closest to the original's samples wins.
+ADHERENCE_MARGIN = 0.05
+
+
+def rank(scores: dict, original_all: float) -> tuple:
+    """Sort key of a scored checkpoint, best last: those within :data:`ADHERENCE_MARGIN` of the
+    original first, by their distance to the original's samples (an adversarial student can match
+    the shapes far from the original's distribution); below the margin, by adherence."""
+    close = scores["all"] >= original_all - ADHERENCE_MARGIN
+    return (close, -scores["fd_original"]) if close else (close, round(scores["all"], 6), -scores["fd_original"])
+
+
+def best_of(scored: list[tuple[str, dict]], original_all: float) -> tuple[str, dict]:
+    """The best (folder, scores) of a run's kept checkpoints under :func:`rank`."""
+    return max(scored, key=lambda item: rank(item[1], original_all))
 
 
 def distil_one(cfg, method: str, plan: str, ref: dict, log) -> dict:
@@ -134,13 +148,13 @@ def distil_one(cfg, method: str, plan: str, ref: dict, log) -> dict:
         scored.append((str(snap.parent), score_checkpoint(snap.parent, ref, cfg.distill_eval_clips)))
         log(f"{method} {plan} step {int(snap.parent.name)}: all three {scored[-1][1]['all']:.3f}, "
             f"distance to the original {scored[-1][1]['fd_original']:.4f}")
-    folder, scores = best_of(scored)
+    folder, scores = best_of(scored, ref["all"])
     return {"method": method, "plan": plan, "folder": folder, "step": int(Path(folder).name),
             "label": json.loads((Path(folder) / "card.json").read_text())["label"], **scores,
             "checkpoints": {int(Path(f).name): {"all": s["all"], "fd_original": s["fd_original"]} for f, s in scored}}
 
 
-def ship_student(cfg, winner: dict, results: list[dict], log) -> Path:
+def ship_student(cfg, winner: dict, results: list[dict], original_all: float, log) -> Path:
     """Copy the winning checkpoint to ``models/mini-distilled`` with its selection on the card."""
     from .toolkit import write_card
 
@@ -150,8 +164,10 @@ def ship_student(cfg, winner: dict, results: list[dict], log) -> Path:
     shutil.copytree(Path(winner["folder"]) / "transformer", tmp / "transformer")
     card = json.loads((Path(winner["folder"]) / "card.json").read_text())
     card.update(name=SHIPPED, selection={
-        "rule": "highest all-three adherence, then the smallest distance to the original, on "
-                f"{cfg.distill_eval_clips} table prompts at seeds {SELECTION_SEED}+ (never the table's)",
+        "rule": f"the smallest distance to the original among those within {ADHERENCE_MARGIN} of its all-three "
+                f"adherence (else the highest adherence), on {cfg.distill_eval_clips} table prompts at seeds "
+                f"{SELECTION_SEED}+ (never the table's)",
+        "original_all": original_all,
         "chosen": {k: winner[k] for k in ("method", "plan", "step", "all", "fd_original")},
         "candidates": [{k: r[k] for k in ("method", "plan", "step", "label", "all", "shape", "fd_original",
                                           "checkpoints")} for r in results]})
@@ -177,6 +193,6 @@ def phase_distill(cfg, ship_mini: Path, log) -> dict | None:
     pyramidal = [r for r in results if r["plan"][0] != "0"]
     if not pyramidal:
         return {"results": results, "shipped": None}
-    winner = max(pyramidal, key=lambda r: (round(r["all"], 6), -r["fd_original"]))
+    winner = max(pyramidal, key=lambda r: rank(r, ref["all"]))
     (Path(cfg.work) / "distill" / "results.json").write_text(json.dumps(results, indent=1))
-    return {"results": results, "shipped": str(ship_student(cfg, winner, results, log))}
+    return {"results": results, "shipped": str(ship_student(cfg, winner, results, ref["all"], log))}

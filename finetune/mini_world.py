@@ -94,8 +94,9 @@ class RecipeConfig:
     distill_runs: str = setting("dmd-pt-star:2-2-1,dmd-pt:2-2-1,adversarial:2-2-1,dmd-ot:2-2-1,dmd-ot:0-0-2,"
                                 "dmd-ot:0-0-1", help="the students to distil, method:plan each (the best "
                                                      "pyramidal one ships as mini-distilled)")
-    distill_steps: int = setting(300, lo=0, help="generator steps of each distillation (0: no students)")
-    distill_snapshots: int = setting(4, lo=1, help="checkpoints kept and scored per distillation")
+    distill_steps: int = setting(150, lo=0, help="generator steps of each distillation (0: no students); "
+                                                       "every student of 300-step runs peaked by step 75")
+    distill_snapshots: int = setting(2, lo=1, help="checkpoints kept and scored per distillation")
     distill_batch: int = setting(0, lo=0, help="prompts per distillation step (0: each method's own)")
     distill_clips: int = setting(256, lo=1, help="world clips whose captions are the prompts (and dmd-ot's "
                                                  "low-resolution finetune data)")

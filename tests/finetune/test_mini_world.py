@@ -68,6 +68,18 @@ def test_short_recipe_ships_a_loadable_mini_preset_and_pyramidal_checkpoint(tmp_
         run(RecipeConfig(**{**cfg.__dict__, "pyramid_jump": "teleport"}), log=logs.append)
 
 
+def test_student_choice_prefers_the_closest_to_the_original_among_those_that_keep_its_adherence():
+    from finetune.mini_distill import best_of
+
+    scored = [("dmd-75", {"all": 0.84, "fd_original": 0.008}),
+              ("adversarial-150", {"all": 0.87, "fd_original": 0.051}),  # the shapes, far from the original
+              ("dmd-150", {"all": 0.83, "fd_original": 0.011})]
+    assert best_of(scored, original_all=0.865)[0] == "dmd-75"
+    assert best_of(scored, original_all=0.95)[0] == "adversarial-150"  # none within 5 points: adherence
+    tied = [("a", {"all": 0.7, "fd_original": 0.02}), ("b", {"all": 0.7, "fd_original": 0.01})]
+    assert best_of(tied, original_all=0.9)[0] == "b"
+
+
 def test_pyramidal_phase_is_capped_at_a_tenth_of_pretraining(tmp_path):
     from finetune.mini_world import RecipeConfig, phase_pyramid
 
