@@ -9,6 +9,16 @@ and decoded again by the full VAE decoder; the triplets (latent, full decode, cl
 encodes a clip twice. Held-out clips (world seeds ``20,000,000 + i``, which training never uses; for
 a folder, its last ``eval_clips`` videos) are cached the same way.
 
+``samples`` adds latents a model generates (``samples_checkpoint`` in ``samples_mode`` with the
+``samples_schedules`` in turn, seeds ``30,000,000 + i``), cached with their full decodes (which are
+also their "clip" target: there is no real one). Encoded clips alone do not show the decoder what a
+sampler makes: the mini models' first latent frames decode to blurred, partly formed objects that
+no encoded clip has, and a decoder trained without them rounds the squares of those frames (the
+scorer then calls some squares circles; ``docs/experiments.md``, "The tiny decoder").
+
+``init`` fine-tunes a trained decoder instead of starting from scratch (:func:`warm_start`; it may
+add residual blocks, which start as the identity).
+
 Loss: L1 against the full decoder's pixels plus a gradient-difference term (spatial and temporal
 finite differences, L1), optionally plus ``clip_weight`` times the same against the real clip.
 AdamW, cosine learning rate. State (model, optimiser, step, RNG; :class:`finetune.toolkit.Resumable`)
@@ -33,6 +43,7 @@ from finetune.toolkit import (ConfigError, Resumable, check_fields, read_state, 
                               write_card)
 
 HELDOUT_SEED = 20_000_000
+SAMPLE_SEED = 30_000_000
 CACHE_VERSION = 1
 
 
@@ -62,6 +73,13 @@ class TinyDecoderTrainConfig:
                                 help="channels at latent, x2, x4 resolution")
     blocks: list[int] = setting(factory=lambda: [2, 0, 0], lo=0, length=3, example="three whole numbers like 2,0,0",
                                 help="residual blocks at each resolution")
+    samples: int = setting(0, lo=0, help="generated latents added to the training clips (their full decodes the "
+                                        "target): the decoder learns what a sampler makes, such as its first frames")
+    samples_checkpoint: str = setting("", help="checkpoint folder that generates them (empty: the base model)")
+    samples_mode: str = setting("pyramidal", choices=("pyramidal", "original"), help="sampling mode of the samples")
+    samples_schedules: str = setting("12-12-6", help="schedules of the samples, comma-separated, taken in turn")
+    init: str = setting("", help="start from this tiny decoder folder's weights (same widths; residual blocks it "
+                                 "lacks start as the identity); empty: from scratch")
     eval_clips: int = setting(16, lo=1, help="held-out clips")
     eval_every: int = setting(500, lo=1, help="evaluate every N steps")
     save_every: int = setting(250, lo=1, help="save the resume state every N steps")
@@ -91,6 +109,13 @@ def validate(cfg: TinyDecoderTrainConfig) -> TinyDecoderTrainConfig:
         raise TinyDecoderConfigError(f"crop {cfg.crop} latent pixels does not fit {cfg.height}x{cfg.width}", "crop")
     if not cfg.data.startswith("world:") and not Path(cfg.data).expanduser().is_dir():
         raise TinyDecoderConfigError(f"data {cfg.data!r}: write world:N or name a folder of videos", "data")
+    if cfg.samples and cfg.samples_checkpoint and not Path(cfg.samples_checkpoint).expanduser().is_dir():
+        raise TinyDecoderConfigError(f"samples_checkpoint {cfg.samples_checkpoint!r} is not a checkpoint folder",
+                                     "samples_checkpoint")
+    if cfg.samples and not _schedules(cfg):
+        raise TinyDecoderConfigError("samples_schedules names no schedule", "samples_schedules")
+    if cfg.init and not Path(cfg.init).expanduser().is_dir():
+        raise TinyDecoderConfigError(f"init {cfg.init!r} is not a tiny decoder folder", "init")
     if cfg.data.startswith("world:"):
         try:
             n = int(cfg.data.split(":", 1)[1])
@@ -116,12 +141,38 @@ def _sources(cfg: TinyDecoderTrainConfig):
     return clips[:-cfg.eval_clips], clips[-cfg.eval_clips:]
 
 
+def _schedules(cfg: TinyDecoderTrainConfig) -> list[str]:
+    return [x.strip() for x in cfg.samples_schedules.split(",") if x.strip()]
+
+
+def _sample_requests(cfg: TinyDecoderTrainConfig, train_clips) -> list[tuple[str, str, int]]:
+    """(prompt, schedule, seed) of every generated sample: the mini world's captions in turn for
+    ``world:N`` (else the training clips' captions), the schedules in turn, seeds ``SAMPLE_SEED + i``
+    (neither the table's nor its noise floor's nor the held-out checks')."""
+    if cfg.data.startswith("world:"):
+        from finetune.world import all_captions
+
+        prompts = all_captions()
+    else:
+        prompts = [c.caption for c in train_clips if c.caption] or [""]
+    schedules = _schedules(cfg)
+    return [(prompts[i % len(prompts)], schedules[i % len(schedules)], SAMPLE_SEED + i) for i in range(cfg.samples)]
+
+
 def _cache_key(cfg: TinyDecoderTrainConfig) -> dict:
     """What the cached parts depend on. ``world:N`` for any N shares one cache (its clips are the
     first N seeds, so a smaller N reads a prefix of the parts and a larger one adds parts)."""
     source = "world" if cfg.data.startswith("world:") else str(Path(cfg.data).expanduser().resolve())
     return {"version": CACHE_VERSION, "base": cfg.base, "source": source, "eval_clips": cfg.eval_clips,
             "shape": [cfg.frames, cfg.height, cfg.width], "vae_batch": cfg.vae_batch}
+
+
+def _samples_key(cfg: TinyDecoderTrainConfig) -> dict:
+    """What the cached samples depend on (any ``samples`` count shares it: a prefix, as ``world:N``)."""
+    checkpoint = str(Path(cfg.samples_checkpoint).expanduser().resolve()) if cfg.samples_checkpoint else ""
+    return {"version": CACHE_VERSION, "base": cfg.base, "checkpoint": checkpoint, "mode": cfg.samples_mode,
+            "schedules": _schedules(cfg), "shape": [cfg.frames, cfg.height, cfg.width], "vae_batch": cfg.vae_batch,
+            "prompts": "world captions" if cfg.data.startswith("world:") else "training captions"}
 
 
 @torch.no_grad()
@@ -199,7 +250,49 @@ def build_cache(cfg: TinyDecoderTrainConfig, get_vae: Callable[[], object],
                         "clip": to_uint8_frames(video)}, tmp)
             tmp.replace(path)
             log(f"cache {split} part {p + 1}/{parts}: {len(names)} clips in {time.perf_counter() - t0:.1f} s")
+    if cfg.samples:
+        _cache_samples(cfg, folder, train_clips, vae, log)
     return folder
+
+
+def _cache_samples(cfg: TinyDecoderTrainConfig, folder: Path, train_clips, vae, log) -> None:
+    """Generate ``cfg.samples`` latents with the sampling model and decode them with the full
+    decoder, in parts (``samples-NNNNN.pt``) like the clips; the target clip of a sample is its full
+    decode (there is no real one). ``samples-key.json`` guards them as ``key.json`` guards the clips."""
+    from core import GenerationRequest, load_pipeline
+    from core.errors import RequestError
+
+    key_file, key = folder / "samples-key.json", _samples_key(cfg)
+    if key_file.is_file() and json.loads(key_file.read_text()) != key:
+        raise TinyDecoderConfigError(f"{folder} caches other samples ({key_file.read_text().strip()}); remove "
+                                     "its samples-* files or choose another --out")
+    key_file.write_text(json.dumps(key))
+    requests = _sample_requests(cfg, train_clips)
+    pipe, parts = None, math.ceil(len(requests) / cfg.vae_batch)
+    for p in range(parts):
+        path = folder / f"samples-{p:05d}.pt"
+        if path.is_file():
+            continue
+        if pipe is None:
+            pipe = load_pipeline(cfg.base, checkpoint_dir=cfg.samples_checkpoint or None, device=cfg.device,
+                                 name=cfg.base)
+            vae = vae if vae is not None else pipe.vae
+        t0, latents, names = time.perf_counter(), [], []
+        for prompt, schedule, seed in requests[p * cfg.vae_batch:(p + 1) * cfg.vae_batch]:
+            req = GenerationRequest(prompt, model=cfg.base, mode=cfg.samples_mode, schedule=schedule, seed=seed,
+                                    frames=cfg.frames, height=cfg.height, width=cfg.width)
+            try:
+                latents.append(pipe.generate(req, preview=False, return_latents=True, decode=False).latents.cpu())
+            except RequestError as exc:
+                raise TinyDecoderConfigError(f"samples ({cfg.samples_mode} {schedule} at {cfg.frames}x{cfg.height}x"
+                                             f"{cfg.width}): {exc}", "samples_schedules") from exc
+            names.append(f"sample {seed} {schedule}: {prompt}")
+        latents = torch.cat(latents)
+        full = to_uint8_frames(full_decode(vae, latents))
+        tmp = path.with_suffix(".tmp")
+        torch.save({"names": names, "latents": latents, "full": full, "clip": full}, tmp)
+        tmp.replace(path)
+        log(f"cache samples part {p + 1}/{parts}: {len(names)} samples in {time.perf_counter() - t0:.1f} s")
 
 
 def load_cache(folder: Path, split: str, count: int, vae_batch: int) -> dict:
@@ -303,6 +396,50 @@ def learning_rate(cfg: TinyDecoderTrainConfig, step: int) -> float:
 
 
 # ----------------------------------------------------------------------------- training
+def warm_start(model, folder: str | Path, base: str) -> dict:
+    """Load a trained decoder's weights into ``model`` (fine-tuning it, possibly grown): every tensor
+    of the folder must fit, and it must decode the same latent space; residual blocks the folder
+    lacks get a zero second convolution, so the grown model starts as the folder's decoder exactly.
+    Returns the folder's name, its blocks and the blocks that were added (:func:`lineage` adds the rest)."""
+    from core.tiny_decoder import load_tiny_decoder
+
+    try:
+        source = load_tiny_decoder(folder)
+    except Exception as exc:  # noqa: BLE001 - ModelLoadError and friends: the message says why
+        raise TinyDecoderConfigError(f"init: {exc}", "init") from exc
+    if source.config.latent_space != base:
+        raise TinyDecoderConfigError(f"init {Path(folder).name!r} decodes {source.config.latent_space!r} latents, "
+                                     f"not {base!r}", "init")
+    if list(source.config.widths) != list(model.config.widths):
+        raise TinyDecoderConfigError(f"init {Path(folder).name!r} has widths {source.config.widths}, this job "
+                                     f"{model.config.widths}: they must match", "init")
+    own, theirs = model.state_dict(), source.state_dict()
+    extra = sorted(set(theirs) - set(own))
+    if extra:
+        raise TinyDecoderConfigError(f"init {Path(folder).name!r} has blocks this job lacks ({extra[0]}, ...): "
+                                     "use at least its blocks", "init")
+    new = sorted(set(own) - set(theirs))
+    with torch.no_grad():
+        model.load_state_dict({**own, **theirs})
+        for name, module in model.named_modules():
+            if hasattr(module, "conv2") and f"{name}.conv2.weight" in new:
+                module.conv2.weight.zero_()
+                module.conv2.bias.zero_()
+    return {"folder": Path(folder).name, "blocks": list(source.config.blocks),
+            "added": sorted({k.rsplit(".", 2)[0] for k in new})}
+
+
+def lineage(init: dict, folder: str | Path) -> dict:
+    """``init`` (from :func:`warm_start`) with what the folder's card says of how that decoder was
+    trained (its steps, data, samples, compute and its own ``init``, so a chain of fine-tunes reads
+    back to the first training)."""
+    card_file = Path(folder) / "card.json"
+    card = json.loads(card_file.read_text()) if card_file.is_file() else {}
+    train_settings = card.get("train", {})
+    return {**init, "steps": card.get("steps"), "data": card.get("data"), "samples": train_settings.get("samples", 0),
+            "compute_seconds": card.get("compute_seconds"), "init": card.get("init")}
+
+
 def _resume_key(cfg: TinyDecoderTrainConfig) -> dict:
     """Settings a resumed job must share with the one that wrote the state (steps may grow)."""
     d = cfg.to_dict()
@@ -323,7 +460,11 @@ def _load_data(cfg: TinyDecoderTrainConfig, log) -> tuple[dict, dict, dict, floa
     train_clips, held_clips = _sources(cfg)
     data = load_cache(cache, "train", len(train_clips), cfg.vae_batch)
     held = load_cache(cache, "heldout", len(held_clips), cfg.vae_batch)
-    log(f"{len(data['names'])} training clips, {len(held['names'])} held out")
+    if cfg.samples:
+        samples = load_cache(cache, "samples", cfg.samples, cfg.vae_batch)
+        data = {k: data[k] + samples[k] if k == "names" else torch.cat([data[k], samples[k]]) for k in data}
+    log(f"{len(data['names']) - cfg.samples} training clips, {cfg.samples} generated samples, "
+        f"{len(held['names'])} held out")
     return data, held, vae_info, cache_seconds
 
 
@@ -345,7 +486,9 @@ def train(cfg: TinyDecoderTrainConfig | dict, log: Callable[[str], None] = print
     dcfg = TinyDecoderConfig(latent_channels=vae_info["z_dim"], widths=list(cfg.widths), blocks=list(cfg.blocks),
                              latent_space=cfg.base, latents_mean=vae_info["latents_mean"],
                              latents_std=vae_info["latents_std"])
-    model = TinyVideoDecoder(dcfg).to(device).train()
+    model = TinyVideoDecoder(dcfg)
+    init = warm_start(model, cfg.init, cfg.base) if cfg.init and read_state(work / "state.pt") is None else None
+    model = model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     state_path = work / "state.pt"
@@ -356,6 +499,7 @@ def train(cfg: TinyDecoderTrainConfig | dict, log: Callable[[str], None] = print
     if saved is not None:
         step = state.restore(saved)
         compute, history, evals = saved["compute_seconds"], saved["history"], saved["evals"]
+        init = saved.get("init")
         log(f"resumed at step {step}")
 
     n, window = len(data["names"]), []
@@ -387,22 +531,24 @@ def train(cfg: TinyDecoderTrainConfig | dict, log: Callable[[str], None] = print
         stop_file = work / "STOP"  # touch it to interrupt a background job cleanly
         stopping = step < cfg.steps and ((should_stop is not None and should_stop(step)) or stop_file.is_file())
         if stopping or step % cfg.save_every == 0 or step == cfg.steps:
-            state.save(state_path, step, compute_seconds=compute, history=history, evals=evals)
+            state.save(state_path, step, compute_seconds=compute, history=history, evals=evals, init=init)
         if stopping:
             stop_file.unlink(missing_ok=True)
             log(f"stopped at step {step}; run again to continue")
             return None
-    return _finish(cfg, model, held, dcfg, step, compute, cache_seconds, history, evals, log)
+    return _finish(cfg, model, held, dcfg, step, compute, cache_seconds, history, evals, log, init)
 
 
 def _finish(cfg: TinyDecoderTrainConfig, model, held: dict, dcfg, step: int, compute: float, cache_seconds: float,
-            history: list[float], evals: list[dict], log) -> dict:
+            history: list[float], evals: list[dict], log, init: dict | None = None) -> dict:
     """Evaluate on the held-out clips, write the decoder (config + safetensors) and its card."""
     final = evaluate(model, held)
     if not evals or evals[-1]["step"] != step:
         evals.append({"step": step, **final})
     log(f"held out: {json.dumps(final)}")
     out = Path(cfg.out)
+    if init and cfg.init:
+        init = lineage(init, cfg.init)
     model.eval()
     model.save(out)
     card = {"kind": "tiny-decoder", "base": cfg.base, "latent_space": cfg.base, "data": cfg.data,
@@ -414,7 +560,12 @@ def _finish(cfg: TinyDecoderTrainConfig, model, held: dict, dcfg, step: int, com
                                                    cfg.height // 8, cfg.width // 8)) / 1e9, 3),
             "losses": {str(s): round(float(np.mean(history[max(s - 25, 0):s])), 5)
                        for s in sorted({*range(25, step + 1, 25), step}) if s <= len(history)}, "evals": evals,
+            "init": init,
             "train": {k: v for k, v in cfg.to_dict().items() if k not in ("out", "device", "cache_dir")}}
+    if init:  # folders by name, never by path
+        card["train"]["init"] = init["folder"]
+    if cfg.samples_checkpoint:
+        card["train"]["samples_checkpoint"] = Path(cfg.samples_checkpoint).name
     if not cfg.data.startswith("world:"):
         card["data"] = Path(cfg.data).name  # never an absolute path
         card["train"]["data"] = card["data"]

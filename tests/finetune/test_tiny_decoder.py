@@ -139,3 +139,68 @@ def test_shipped_decoder_reaches_30_db():
     fast = tiny.decode(latents)
     scores = [psnr(fast[i], full[i]) for i in range(len(clips))]
     assert sum(scores) / len(scores) >= 30.0, scores
+
+
+def test_warm_start_grows_the_decoder_exactly(tmp_path, cache):
+    """A decoder trained with blocks 1,0,0 and grown to 1,1,1: before any step the grown one decodes
+    exactly as the trained one (the new residual blocks start as the identity), and the fine-tune
+    then moves it; the card names the folder it started from, never its path."""
+    from core.tiny_decoder import TinyDecoderConfig, TinyVideoDecoder, load_tiny_decoder
+    from finetune.tiny_decoder import warm_start
+
+    train(small(tmp_path / "first", cache, steps=3), log=lambda s: None)
+    first = load_tiny_decoder(tmp_path / "first")
+    grown = TinyVideoDecoder(TinyDecoderConfig(**{**vars(first.config), "blocks": [1, 1, 1]}))
+    info = warm_start(grown, tmp_path / "first", "tiny")
+    assert info == {"folder": "first", "blocks": [1, 0, 0], "added": ["blocks1.0", "blocks2.0"]}
+    latents = torch.randn(1, 16, 2, 4, 4)
+    assert torch.equal(grown.eval()(latents), first(latents))
+
+    card = train(small(tmp_path / "second", cache, steps=3, blocks=[1, 1, 1], init=str(tmp_path / "first")),
+                 log=lambda s: None)
+    assert card["init"]["folder"] == "first" and card["train"]["init"] == "first"
+    assert card["init"]["steps"] == 3 and card["init"]["data"] == "world:4" and card["init"]["init"] is None
+    assert str(tmp_path) not in (tmp_path / "second" / "card.json").read_text()
+    second = load_tiny_decoder(tmp_path / "second")
+    assert not torch.equal(second(latents), first(latents))
+
+
+def test_warm_start_refuses_what_does_not_fit(tmp_path, cache):
+    from core.tiny_decoder import TinyDecoderConfig, TinyVideoDecoder
+    from finetune.tiny_decoder import warm_start
+
+    train(small(tmp_path / "first", cache, steps=1, blocks=[1, 1, 0]), log=lambda s: None)
+    with pytest.raises(TinyDecoderConfigError, match="widths"):
+        warm_start(TinyVideoDecoder(TinyDecoderConfig(widths=[8, 8, 8], blocks=[1, 1, 0])), tmp_path / "first", "tiny")
+    with pytest.raises(TinyDecoderConfigError, match="lacks"):
+        warm_start(TinyVideoDecoder(TinyDecoderConfig(widths=[8, 8, 4], blocks=[1, 0, 0])), tmp_path / "first", "tiny")
+    with pytest.raises(TinyDecoderConfigError, match="not 'mini'"):
+        warm_start(TinyVideoDecoder(TinyDecoderConfig(widths=[8, 8, 4], blocks=[1, 1, 0])), tmp_path / "first", "mini")
+    with pytest.raises(TinyDecoderConfigError, match="init"):
+        validate(small(tmp_path, init=str(tmp_path / "nope")))
+
+
+def test_generated_samples_join_the_training_data(tmp_path, cache):
+    """``samples``: latents the model generates (seeds 30,000,000+, the schedules in turn), decoded by
+    the full decoder, are cached beside the clips and trained on; a second run reuses them, and a
+    run asking for other samples in the same folder is refused."""
+    from finetune.tiny_decoder import SAMPLE_SEED, load_cache
+
+    kw = dict(samples=3, samples_mode="original", samples_schedules="0-0-2,0-0-1", vae_batch=2, cache_dir=str(tmp_path / "cache"))
+    lines: list[str] = []
+    card = train(small(tmp_path / "s", steps=2, **kw), log=lines.append)
+    assert sum(s.startswith("cache samples part") for s in lines) == 2
+    assert any("4 training clips, 3 generated samples" in s for s in lines)
+    samples = load_cache(tmp_path / "cache", "samples", 3, 2)
+    assert samples["latents"].shape == (3, 16, 2, 4, 4) and samples["full"].shape == (3, 5, 32, 32, 3)
+    assert samples["names"][0].startswith(f"sample {SAMPLE_SEED} 0-0-2: ")
+    assert samples["names"][1].startswith(f"sample {SAMPLE_SEED + 1} 0-0-1: ")
+    assert card["train"]["samples"] == 3
+    lines.clear()
+    train(small(tmp_path / "s2", steps=1, **kw), log=lines.append)
+    assert not any(s.startswith("cache ") for s in lines), "cached samples must be reused"
+    with pytest.raises(TinyDecoderConfigError, match="other samples"):
+        train(small(tmp_path / "s3", steps=1, **{**kw, "samples_schedules": "0-0-2"}), log=lambda s: None)
+    with pytest.raises(TinyDecoderConfigError, match="samples \\(pyramidal 2-2-1 at 5x32x32\\): 5 frames"):
+        train(small(tmp_path / "s4", steps=1, samples=1, samples_schedules="2-2-1", cache_dir=str(tmp_path / "c4")),
+              log=lambda s: None)
