@@ -339,9 +339,9 @@ def check_rows(ap, args) -> None:
                  "prompts): write this run elsewhere")
 
 
-def tiny_decoder_fn(folder: str):
-    """The tiny decoder's ``decode_frames`` (latents -> uint8 frames per video), or exit 2 with a
-    message when the folder holds no decoder."""
+def load_tiny(folder: str):
+    """The tiny decoder (its ``decode_frames``: latents -> uint8 frames per video), or exit 2 with
+    a message when the folder holds no decoder."""
     from core.errors import ModelLoadError
     from core.tiny_decoder import load_tiny_decoder
 
@@ -351,7 +351,7 @@ def tiny_decoder_fn(folder: str):
     except ModelLoadError as exc:
         print(f"error: --decoder tiny needs a tiny decoder: {exc} (or pass --tiny-decoder FOLDER)", file=sys.stderr)
         raise SystemExit(2) from exc
-    return tiny.decode_frames
+    return tiny
 
 
 def main(argv=None) -> int:
@@ -361,7 +361,8 @@ def main(argv=None) -> int:
         print(json.dumps({k: getattr(args, k) for k in ("guidance", "guidance_source", "pyramid_guidance",
                                                          "pyramid_guidance_source")}))
         return 0
-    decoder = tiny_decoder_fn(args.tiny_decoder) if args.decoder == "tiny" else None
+    tiny = load_tiny(args.tiny_decoder) if args.decoder == "tiny" else None
+    decoder = tiny.decode_frames if tiny is not None else None
     if args.threads:
         import torch
 
@@ -381,7 +382,8 @@ def main(argv=None) -> int:
     result = table(args, decoder)
     strips = result.pop("_strips")
     if decoder is not None:
-        result.update(decoder="tiny", tiny_decoder=args.tiny_decoder)
+        result.update(decoder="tiny", tiny_decoder=args.tiny_decoder,
+                      tiny_decoder_sha256=tiny.weights_sha256())  # ties the scores to these weights
     if args.partial:
         result["rows_run"] = args.rows
     if args.students:

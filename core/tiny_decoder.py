@@ -238,6 +238,18 @@ class TinyVideoDecoder(nn.Module):
         return bool(np.allclose(vc.latents_mean, cfg.latents_mean, atol=atol)
                     and np.allclose(vc.latents_std, cfg.latents_std, atol=atol))
 
+    def weights_sha256(self) -> str:
+        """A digest of the weights themselves (names, dtypes, shapes, values): unlike the file's bytes,
+        it does not change when the same weights are saved again (safetensors' metadata order varies)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            digest.update(t.numpy().tobytes())
+        return digest.hexdigest()
+
     def flops(self, latent_shape: tuple[int, ...] = (1, 16, 5, 16, 16)) -> int:
         """FLOPs of one forward on zeros of ``latent_shape`` (``FlopCounterMode``)."""
         from torch.utils.flop_counter import FlopCounterMode

@@ -315,3 +315,20 @@ def test_mini_world_held_out_prompts_read_the_same_but_tokenize_otherwise():
             assert tok(held).input_ids != tok(caption).input_ids, (style, held)
     assert mw.styled_prompt("a red circle moves to the right", "held-out") == "A red circle moves to the right."
     assert mw.styled_prompt("a red circle moves up", "table") == "a red circle moves up"
+
+
+@pytest.mark.skipif(not (ROOT / "models" / "mini-pyramidal").is_dir(), reason="the mini models are not shipped")
+def test_mini_world_with_the_tiny_decoder_records_which_weights_scored(tmp_path):
+    """``--decoder tiny`` decodes the rows with the given tiny decoder and writes the hash of its
+    weights beside the scores (the claims test compares it with the shipped decoder's)."""
+    from core.tiny_decoder import load_tiny_decoder
+
+    tiny = _random_tiny_decoder(tmp_path / "tiny-decoder", "mini")
+    out_json = tmp_path / "tiny.json"
+    out = _run("bench/mini_world.py", "--decoder", "tiny", "--tiny-decoder", str(tiny), "--clips", "2",
+               "--rows", "cheap", "--threads", "1", "--json", str(out_json))
+    assert f"decoder: tiny ({tiny})" in out
+    res = json.loads(out_json.read_text())
+    assert res["decoder"] == "tiny" and res["rows_run"] == ["cheap"] and len(res["rows"]) == 1
+    assert res["tiny_decoder_sha256"] == load_tiny_decoder(tiny).weights_sha256()
+    assert res["rows"][0]["schedule"] == "4-4-2" and len(res["rows"][0]["clips"]) == 2

@@ -58,6 +58,11 @@ def test_folder_round_trip(model, tmp_path):
     assert loaded.config == model.config
     x = torch.randn(1, 16, 2, 3, 3)
     assert torch.equal(loaded.decode(x), model.decode(x))
+    # the weights' digest survives a save (the file's bytes need not: safetensors orders metadata freely)
+    assert loaded.weights_sha256() == model.weights_sha256()
+    with torch.no_grad():
+        next(loaded.parameters()).view(-1)[0] += 1e-3
+    assert loaded.weights_sha256() != model.weights_sha256()
     assert not any(p.requires_grad for p in loaded.parameters())
 
 
