@@ -19,6 +19,7 @@ MINI = ROOT / "models" / "mini"
 PYRAMIDAL = ROOT / "models" / "mini-pyramidal"
 DISTILLED = ROOT / "models" / "mini-distilled"
 TABLE = ROOT / "bench" / "results" / "mini_world.json"
+TINY_TABLE = ROOT / "bench" / "results" / "mini_world_tiny.json"
 CI_CLIPS = 48
 
 pytestmark = pytest.mark.skipif(not (MINI / "transformer").is_dir(), reason="the mini model is not shipped")
@@ -169,3 +170,23 @@ def test_default_model_without_a_gpu_draws_a_red_circle_moving_right(monkeypatch
         s = score_clip(pipe.generate(req, preview=False).frames)
         hits.append((s["colour"], s["shape"], s["direction"]) == ("red", "circle", "right"))
     assert sum(hits) >= 3, hits
+
+
+def test_the_tiny_decoder_keeps_the_tables_scores():
+    """Issue 18: the table's pyramidal rows (the finetuned plans and the shipped student) decoded by
+    the shipped tiny decoder (``bench/results/mini_world_tiny.json``: the same 200 prompts and seeds,
+    written by ``bench/mini_world.py --decoder tiny`` with the weights whose hash it records) keep
+    all three within 2 points of their full-decoder scores."""
+    from core.tiny_decoder import load_tiny_decoder
+
+    tiny = json.loads(TINY_TABLE.read_text())
+    assert tiny["decoder"] == "tiny" and tiny["clips"] == _table()["clips"] == 200
+    shipped = load_tiny_decoder(ROOT / "models" / "mini-tiny-decoder")
+    assert tiny["tiny_decoder_sha256"] == shipped.weights_sha256(), \
+        "the tiny table was written with other weights than the shipped decoder's: rerun bench/mini_world.py"
+    full = {r["row"]: r for r in _table()["rows"]}
+    pyramidal = [r for r in tiny["rows"] if r["mode"] == "pyramidal"]
+    assert {"12-12-6", "4-4-2", "2-2-1"} <= {r["schedule"] for r in pyramidal}
+    for r in pyramidal:
+        # scores are multiples of 1/200: a 2-point change is 4 clips (rounded against float noise)
+        assert round(abs(r["all"] - full[r["row"]]["all"]) * 200) <= 4, (r["row"], r["all"], full[r["row"]]["all"])
