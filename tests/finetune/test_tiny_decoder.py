@@ -186,7 +186,8 @@ def test_generated_samples_join_the_training_data(tmp_path, cache):
     run asking for other samples in the same folder is refused."""
     from finetune.tiny_decoder import SAMPLE_SEED, load_cache
 
-    kw = dict(samples=3, samples_mode="original", samples_schedules="0-0-2,0-0-1", vae_batch=2, cache_dir=str(tmp_path / "cache"))
+    kw = dict(samples=3, samples_mode="original", samples_schedules="0-0-2,0-0-1", vae_batch=2,
+              cache_dir=str(tmp_path / "cache"))
     lines: list[str] = []
     card = train(small(tmp_path / "s", steps=2, **kw), log=lines.append)
     assert sum(s.startswith("cache samples part") for s in lines) == 2
