@@ -210,12 +210,7 @@ def build_cache(cfg: TinyDecoderTrainConfig, get_vae: Callable[[], object],
 
     folder = cache_folder(cfg)
     folder.mkdir(parents=True, exist_ok=True)
-    key_file = folder / "key.json"
-    key = _cache_key(cfg)
-    if key_file.is_file() and json.loads(key_file.read_text()) != key:
-        raise TinyDecoderConfigError(f"{folder} caches other data ({key_file.read_text().strip()}); "
-                                     "remove it or choose another --out")
-    key_file.write_text(json.dumps(key))
+    _guard(folder / "key.json", _cache_key(cfg), "data", "remove it")
     train_clips, held = _sources(cfg)
     vae = None
     for split, clips in (("heldout", held), ("train", train_clips)):
@@ -244,29 +239,38 @@ def build_cache(cfg: TinyDecoderTrainConfig, get_vae: Callable[[], object],
                 continue
             video = torch.stack(pixels)
             latents = encode_video(vae, video)
-            decoded = full_decode(vae, latents)
-            tmp = path.with_suffix(".tmp")
-            torch.save({"names": names, "latents": latents, "full": to_uint8_frames(decoded),
-                        "clip": to_uint8_frames(video)}, tmp)
-            tmp.replace(path)
+            _save_part(path, {"names": names, "latents": latents, "full": to_uint8_frames(full_decode(vae, latents)),
+                              "clip": to_uint8_frames(video)})
             log(f"cache {split} part {p + 1}/{parts}: {len(names)} clips in {time.perf_counter() - t0:.1f} s")
     if cfg.samples:
-        _cache_samples(cfg, folder, train_clips, vae, log)
+        _cache_samples(cfg, folder, train_clips, log)
     return folder
 
 
-def _cache_samples(cfg: TinyDecoderTrainConfig, folder: Path, train_clips, vae, log) -> None:
+def _guard(key_file: Path, key: dict, what: str, remedy: str) -> None:
+    """Refuse a cache folder whose ``key_file`` describes other ``what`` than ``key``; else claim it."""
+    if key_file.is_file() and json.loads(key_file.read_text()) != key:
+        raise TinyDecoderConfigError(f"{key_file.parent} caches other {what} ({key_file.read_text().strip()}); "
+                                     f"{remedy} or choose another --out")
+    key_file.write_text(json.dumps(key))
+
+
+def _save_part(path: Path, part: dict) -> None:
+    """Write one cache part atomically (a half-written part never looks cached)."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(part, tmp)
+    tmp.replace(path)
+
+
+def _cache_samples(cfg: TinyDecoderTrainConfig, folder: Path, train_clips, log) -> None:
     """Generate ``cfg.samples`` latents with the sampling model and decode them with the full
     decoder, in parts (``samples-NNNNN.pt``) like the clips; the target clip of a sample is its full
-    decode (there is no real one). ``samples-key.json`` guards them as ``key.json`` guards the clips."""
+    decode (there is no real one). ``samples-key.json`` guards them as ``key.json`` guards the clips.
+    The sampling pipeline (and its VAE, the full decoder) is loaded only when a part is missing."""
     from core import GenerationRequest, load_pipeline
     from core.errors import RequestError
 
-    key_file, key = folder / "samples-key.json", _samples_key(cfg)
-    if key_file.is_file() and json.loads(key_file.read_text()) != key:
-        raise TinyDecoderConfigError(f"{folder} caches other samples ({key_file.read_text().strip()}); remove "
-                                     "its samples-* files or choose another --out")
-    key_file.write_text(json.dumps(key))
+    _guard(folder / "samples-key.json", _samples_key(cfg), "samples", "remove its samples-* files")
     requests = _sample_requests(cfg, train_clips)
     pipe, parts = None, math.ceil(len(requests) / cfg.vae_batch)
     for p in range(parts):
@@ -276,7 +280,6 @@ def _cache_samples(cfg: TinyDecoderTrainConfig, folder: Path, train_clips, vae, 
         if pipe is None:
             pipe = load_pipeline(cfg.base, checkpoint_dir=cfg.samples_checkpoint or None, device=cfg.device,
                                  name=cfg.base)
-            vae = vae if vae is not None else pipe.vae
         t0, latents, names = time.perf_counter(), [], []
         for prompt, schedule, seed in requests[p * cfg.vae_batch:(p + 1) * cfg.vae_batch]:
             req = GenerationRequest(prompt, model=cfg.base, mode=cfg.samples_mode, schedule=schedule, seed=seed,
@@ -288,10 +291,8 @@ def _cache_samples(cfg: TinyDecoderTrainConfig, folder: Path, train_clips, vae, 
                                              f"{cfg.width}): {exc}", "samples_schedules") from exc
             names.append(f"sample {seed} {schedule}: {prompt}")
         latents = torch.cat(latents)
-        full = to_uint8_frames(full_decode(vae, latents))
-        tmp = path.with_suffix(".tmp")
-        torch.save({"names": names, "latents": latents, "full": full, "clip": full}, tmp)
-        tmp.replace(path)
+        full = to_uint8_frames(full_decode(pipe.vae, latents))
+        _save_part(path, {"names": names, "latents": latents, "full": full, "clip": full})
         log(f"cache samples part {p + 1}/{parts}: {len(names)} samples in {time.perf_counter() - t0:.1f} s")
 
 
